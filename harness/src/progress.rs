@@ -1,0 +1,86 @@
+//! Progress on the terminal while a walk runs: a bar per sampling batch and per wait.
+//!
+//! Bars draw only on a terminal (indicatif hides them otherwise); the log lines of the walk
+//! say the same in plain text for CI.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
+use crate::istio::VirtualService;
+use crate::prober::Sample;
+use crate::report::EntryReport;
+use crate::routing::EntryPoint;
+use crate::run::Observer;
+use crate::scenario::Stage;
+use crate::stats::Plan;
+
+#[derive(Default)]
+pub struct TerminalProgress {
+    bars: MultiProgress,
+    current: Mutex<Option<ProgressBar>>,
+}
+
+impl TerminalProgress {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A spinner for a wait that may last longer than a second; finish it when done.
+    pub fn spinner(&self, message: impl Into<String>) -> ProgressBar {
+        let bar = self.bars.add(ProgressBar::new_spinner());
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        bar.set_message(message.into());
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    }
+}
+
+impl Observer for TerminalProgress {
+    fn stage_started(&self, stage: &Stage, _before: &VirtualService, _after: &VirtualService) {
+        let bar = self.spinner(format!(
+            "stage `{}`: waiting for the proxies to route with {:?}",
+            stage.name, stage.weights
+        ));
+        *self.current.lock().expect("progress lock") = Some(bar);
+    }
+
+    fn converged(&self, _stage: &Stage, _elapsed: Duration) {
+        if let Some(bar) = self.current.lock().expect("progress lock").take() {
+            bar.finish_and_clear();
+        }
+    }
+
+    fn sampling_started(&self, stage: &Stage, entry: EntryPoint, plan: &Plan) {
+        let bar = self.bars.add(ProgressBar::new(plan.requests));
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix:>28} [{bar:30}] {pos}/{len} answers {per_sec} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("{} · {entry}", stage.name));
+        *self.current.lock().expect("progress lock") = Some(bar);
+    }
+
+    fn sample(&self, _stage: &Stage, _entry: EntryPoint, sample: &Sample) {
+        if let Some(bar) = self.current.lock().expect("progress lock").as_ref() {
+            if sample.is_ok() {
+                bar.inc(1);
+            } else {
+                bar.set_message("(with errors)");
+            }
+        }
+    }
+
+    fn entry_done(&self, _stage: &Stage, result: &EntryReport) {
+        if let Some(bar) = self.current.lock().expect("progress lock").take() {
+            bar.finish_with_message(if result.passed { "pass" } else { "FAIL" });
+        }
+    }
+}

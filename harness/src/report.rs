@@ -1,0 +1,252 @@
+//! The results of a run: what each stage applied, measured and concluded.
+//!
+//! One [`EntryReport`] per stage and entry point is written as a JSON line as soon as it is
+//! known (`results.jsonl`), so a run that dies still leaves what it measured; `report.json`
+//! holds the whole [`Report`] at the end. Every other report is rendered from these types.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::routing::EntryPoint;
+use crate::scenario::Weights;
+use crate::stats::{Budget, Plan};
+
+pub const REPORT_JSON: &str = "report.json";
+pub const RESULTS_JSONL: &str = "results.jsonl";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub scenario: String,
+    pub scenario_file: PathBuf,
+    pub description: Option<String>,
+    /// `local`, `kind` or `existing`.
+    pub mesh: String,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    pub passed: bool,
+    /// Set when the walk stopped early (the mesh failed); then the exit code is 2.
+    pub aborted: Option<String>,
+    pub budget: Budget,
+    /// Tests the error budget α is split over (stages × entry points).
+    pub tests_in_run: usize,
+    pub entry_points: Vec<EntryPoint>,
+    /// Subsets in the order baseline, canary.
+    pub subsets: Vec<String>,
+    pub versions: BTreeMap<String, String>,
+    pub stages: Vec<StageReport>,
+    pub wall_time_s: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageReport {
+    pub index: usize,
+    pub name: String,
+    /// Weights applied to the VirtualService.
+    pub weights: Weights,
+    /// Weights the observation is judged against.
+    pub expect: Weights,
+    pub expected_share: f64,
+    /// Seconds from applying the weights until every proxy routed with them.
+    pub converge_s: f64,
+    pub passed: bool,
+    pub entries: Vec<EntryReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EntryReport {
+    pub stage: usize,
+    pub stage_name: String,
+    pub entry: EntryPoint,
+    /// Where the requests went.
+    pub target: String,
+    pub weights: Weights,
+    pub expected_share: f64,
+    pub plan: Plan,
+    /// Requests sent, failures included.
+    pub requests: u64,
+    /// Good answers per subset.
+    pub counts: BTreeMap<String, u64>,
+    /// Good answers from versions that are neither subset.
+    pub unexpected: BTreeMap<String, u64>,
+    pub errors: u64,
+    pub error_kinds: BTreeMap<String, u64>,
+    pub error_rate: f64,
+    pub observed_share: f64,
+    /// Clopper–Pearson interval of the canary share at 1 − α per test.
+    pub interval: (f64, f64),
+    pub p_value: f64,
+    /// Zero-leak stages that saw no leak: the leak rate ruled out at 1 − α per test.
+    pub leak_bound: Option<f64>,
+    pub passed: bool,
+    pub reason: String,
+    /// Latency of good answers per subset.
+    pub latency: BTreeMap<String, Latency>,
+    /// Seconds since the start of the run when sampling began.
+    pub started_s: f64,
+    pub wall_time_s: f64,
+    /// Answers per subset over time, for the traffic-shift chart.
+    pub timeline: Vec<TimeBucket>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    pub count: u64,
+    pub mean_ms: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimeBucket {
+    /// Start of the bucket, in seconds since the start of the run.
+    pub t_s: f64,
+    pub counts: BTreeMap<String, u64>,
+    pub errors: u64,
+}
+
+impl Report {
+    pub fn read(path: &Path) -> anyhow::Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    pub fn write_json(&self, dir: &Path) -> anyhow::Result<PathBuf> {
+        let path = dir.join(REPORT_JSON);
+        let text = serde_json::to_string_pretty(self)?;
+        std::fs::write(&path, text + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+
+    pub fn failed_entries(&self) -> impl Iterator<Item = &EntryReport> {
+        self.stages
+            .iter()
+            .flat_map(|s| &s.entries)
+            .filter(|e| !e.passed)
+    }
+}
+
+/// Appends each result as one JSON line the moment it is known.
+pub struct ResultsLog {
+    file: std::fs::File,
+}
+
+impl ResultsLog {
+    pub fn create(dir: &Path) -> anyhow::Result<Self> {
+        let path = dir.join(RESULTS_JSONL);
+        let file =
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(Self { file })
+    }
+
+    pub fn append(&mut self, entry: &EntryReport) -> anyhow::Result<()> {
+        let line = serde_json::to_string(entry)?;
+        writeln!(self.file, "{line}")?;
+        self.file.flush()?;
+        Ok(())
+    }
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.1}%", x * 100.0)
+}
+
+/// The per-stage table printed at the end of a run.
+pub fn terminal_table(report: &Report) -> String {
+    let mut rows = vec![[
+        "stage".to_string(),
+        "entry".into(),
+        "weights".into(),
+        "expected".into(),
+        "observed".into(),
+        "interval".into(),
+        "p-value".into(),
+        "requests".into(),
+        "errors".into(),
+        "p50/p99 ms".into(),
+        "verdict".into(),
+    ]];
+    for stage in &report.stages {
+        for e in &stage.entries {
+            let weights: Vec<String> = report
+                .subsets
+                .iter()
+                .map(|s| format!("{s} {}", e.weights.get(s).copied().unwrap_or(0)))
+                .collect();
+            let latency: Vec<String> = report
+                .subsets
+                .iter()
+                .filter_map(|s| {
+                    e.latency
+                        .get(s)
+                        .map(|l| format!("{:.1}/{:.1}", l.p50_ms, l.p99_ms))
+                })
+                .collect();
+            rows.push([
+                stage.name.clone(),
+                e.entry.to_string(),
+                weights.join(" / "),
+                pct(e.expected_share),
+                pct(e.observed_share),
+                format!("{}–{}", pct(e.interval.0), pct(e.interval.1)),
+                format!("{:.3}", e.p_value),
+                e.requests.to_string(),
+                e.errors.to_string(),
+                latency.join(" · "),
+                if e.passed {
+                    "PASS".into()
+                } else {
+                    "FAIL".into()
+                },
+            ]);
+        }
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for (i, row) in rows.iter().enumerate() {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}", w = *w))
+            .collect();
+        let _ = writeln!(out, "{}", cells.join("  ").trim_end());
+        if i == 0 {
+            let _ = writeln!(
+                out,
+                "{}",
+                widths
+                    .iter()
+                    .map(|w| "─".repeat(*w))
+                    .collect::<Vec<_>>()
+                    .join("  ")
+            );
+        }
+    }
+    for e in report.failed_entries() {
+        let _ = writeln!(out, "FAIL {} / {}: {}", e.stage_name, e.entry, e.reason);
+    }
+    let _ = writeln!(
+        out,
+        "{}: scenario `{}` on the {} mesh, {} stages × {} entry points in {:.1} s (α = {}, β = {}, δ = {} points)",
+        if report.passed { "PASSED" } else { "FAILED" },
+        report.scenario,
+        report.mesh,
+        report.stages.len(),
+        report.entry_points.len(),
+        report.wall_time_s,
+        report.budget.alpha,
+        report.budget.beta,
+        report.budget.delta * 100.0,
+    );
+    out
+}

@@ -1,0 +1,224 @@
+//! The stage walk: the same for every mesh.
+//!
+//! For each stage: apply its weights, wait until every proxy routes with them, then sample
+//! each entry point with the planned number of requests and judge the split. Each result is
+//! logged the moment it is known; the report is written at the end, also when the walk aborts.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context;
+
+use crate::istio::VirtualService;
+use crate::mesh::Mesh;
+use crate::prober::{Batch, Sample, Target};
+use crate::report::{EntryReport, Report, ResultsLog, StageReport};
+use crate::routing::{EntryPoint, Routing};
+use crate::scenario::{Scenario, Stage};
+use crate::stats::{self, Plan};
+use crate::tally::{self, Measurement};
+
+/// Bounds and places of a run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub report_dir: PathBuf,
+    /// Bound on waiting for the proxies to route with a stage's weights.
+    pub converge_timeout: Duration,
+    /// Bound on sampling one stage on one entry point.
+    pub sample_timeout: Duration,
+}
+
+impl RunOptions {
+    pub fn new(report_dir: PathBuf) -> Self {
+        Self {
+            report_dir,
+            converge_timeout: Duration::from_secs(60),
+            sample_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Watches a walk as it goes: progress bars, the demo's narration. All methods default to
+/// nothing.
+pub trait Observer: Send + Sync {
+    fn stage_started(&self, _stage: &Stage, _before: &VirtualService, _after: &VirtualService) {}
+    fn converged(&self, _stage: &Stage, _elapsed: Duration) {}
+    fn sampling_started(&self, _stage: &Stage, _entry: EntryPoint, _plan: &Plan) {}
+    fn sample(&self, _stage: &Stage, _entry: EntryPoint, _sample: &Sample) {}
+    fn entry_done(&self, _stage: &Stage, _result: &EntryReport) {}
+    fn stage_done(&self, _stage: &StageReport) {}
+}
+
+/// An observer that watches nothing.
+pub struct Quiet;
+impl Observer for Quiet {}
+
+/// Why a walk stopped before its end.
+pub fn abort_reason(report: &Report) -> Option<&str> {
+    report.aborted.as_deref()
+}
+
+/// Walks every stage of the scenario on the mesh and returns the report (written to
+/// `report.json` too). Mesh failures end the walk early with `aborted` set in the report.
+pub async fn walk(
+    scenario: &Scenario,
+    routing: &Routing,
+    mesh: &mut dyn Mesh,
+    options: &RunOptions,
+    observer: &dyn Observer,
+) -> anyhow::Result<Report> {
+    std::fs::create_dir_all(&options.report_dir)
+        .with_context(|| format!("creating {}", options.report_dir.display()))?;
+    let started = Instant::now();
+    let started_at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+    let entries = mesh.entry_points();
+    let tests_in_run = scenario.tests_in_run(entries.len());
+    let mut log = ResultsLog::create(&options.report_dir)?;
+    let mut report = Report {
+        scenario: scenario.name.clone(),
+        scenario_file: scenario.file.clone(),
+        description: scenario.description.clone(),
+        mesh: mesh.kind().to_string(),
+        started_at,
+        passed: false,
+        aborted: None,
+        budget: scenario.budget,
+        tests_in_run,
+        entry_points: entries.clone(),
+        subsets: routing.subsets.iter().map(|s| s.name.clone()).collect(),
+        versions: routing
+            .subsets
+            .iter()
+            .map(|s| (s.name.clone(), s.version.clone()))
+            .collect(),
+        stages: Vec::new(),
+        wall_time_s: 0.0,
+    };
+    let mut current = routing.virtual_service.value.clone();
+    for stage in &scenario.stages {
+        let outcome = walk_stage(
+            scenario, routing, mesh, options, observer, stage, &current, &entries, started,
+            &mut log,
+        )
+        .await;
+        match outcome {
+            Ok((stage_report, applied)) => {
+                observer.stage_done(&stage_report);
+                report.stages.push(stage_report);
+                current = applied;
+            }
+            Err(e) => {
+                tracing::error!("stage `{}` aborted: {e:#}", stage.name);
+                report.aborted = Some(format!("stage `{}`: {e:#}", stage.name));
+                break;
+            }
+        }
+    }
+    report.passed = report.aborted.is_none()
+        && report.stages.len() == scenario.stages.len()
+        && report.stages.iter().all(|s| s.passed);
+    report.wall_time_s = started.elapsed().as_secs_f64();
+    report.write_json(&options.report_dir)?;
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn walk_stage(
+    scenario: &Scenario,
+    routing: &Routing,
+    mesh: &mut dyn Mesh,
+    options: &RunOptions,
+    observer: &dyn Observer,
+    stage: &Stage,
+    before: &VirtualService,
+    entries: &[EntryPoint],
+    run_started: Instant,
+    log: &mut ResultsLog,
+) -> anyhow::Result<(StageReport, VirtualService)> {
+    let vs = routing.with_weights(&stage.weights);
+    observer.stage_started(stage, before, &vs);
+    tracing::info!(
+        "stage {}/{} `{}`: applying weights {:?}",
+        stage.index + 1,
+        scenario.stages.len(),
+        stage.name,
+        stage.weights
+    );
+    let t0 = Instant::now();
+    mesh.apply(&vs)
+        .await
+        .context("applying the stage's VirtualService")?;
+    mesh.await_weights(&stage.weights, options.converge_timeout)
+        .await
+        .context("waiting for the proxies to route with the stage's weights")?;
+    let converge = t0.elapsed();
+    observer.converged(stage, converge);
+    tracing::info!(
+        "proxies route with the new weights after {:.2} s",
+        converge.as_secs_f64()
+    );
+    let expected_share = stage.expected_share(&scenario.canary);
+    let tests = scenario.tests_in_run(entries.len());
+    let mut results = Vec::new();
+    for entry in entries {
+        let plan = stats::plan(expected_share, &scenario.budget, tests);
+        let target: Arc<dyn Target> = mesh.target(*entry)?;
+        observer.sampling_started(stage, *entry, &plan);
+        let batch = Batch {
+            want: plan.requests,
+            // Room for the failures the scenario tolerates, and then some.
+            max_requests: plan.requests
+                + (plan.requests as f64 * scenario.max_error_rate * 2.0).ceil() as u64
+                + 10,
+            concurrency: scenario.concurrency,
+        };
+        let sampling_started = Instant::now();
+        let started_s = run_started.elapsed().as_secs_f64();
+        let on_sample = |s: &Sample| observer.sample(stage, *entry, s);
+        let samples =
+            tokio::time::timeout(options.sample_timeout, target.collect(batch, &on_sample))
+                .await
+                .with_context(|| {
+                    format!(
+                        "sampling {} requests on {entry} ({}) did not finish within {:?}",
+                        plan.requests,
+                        target.describe(),
+                        options.sample_timeout
+                    )
+                })??;
+        let result = tally::judge(Measurement {
+            routing,
+            stage,
+            entry: *entry,
+            target: target.describe(),
+            plan,
+            samples: &samples,
+            started_s,
+            wall_time_s: sampling_started.elapsed().as_secs_f64(),
+            max_error_rate: scenario.max_error_rate,
+        });
+        tracing::info!(
+            "{} on {entry}: canary {:.1} % (expected {:.1} %) in {} requests: {}",
+            stage.name,
+            result.observed_share * 100.0,
+            result.expected_share * 100.0,
+            result.requests,
+            if result.passed { "pass" } else { "FAIL" }
+        );
+        log.append(&result)?;
+        observer.entry_done(stage, &result);
+        results.push(result);
+    }
+    let stage_report = StageReport {
+        index: stage.index,
+        name: stage.name.clone(),
+        weights: stage.weights.clone(),
+        expect: stage.expect.clone(),
+        expected_share,
+        converge_s: converge.as_secs_f64(),
+        passed: results.iter().all(|r| r.passed),
+        entries: results,
+    };
+    Ok((stage_report, vs))
+}

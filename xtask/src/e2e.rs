@@ -1,0 +1,213 @@
+//! `cargo xtask e2e`: load and check the scenario, bring up a mesh, walk the stages, report.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use harness::input_error::{InputError, InputErrors};
+use harness::local_mesh::{LocalMesh, LocalOptions};
+use harness::manifests::Manifests;
+use harness::mesh::Mesh;
+use harness::progress::TerminalProgress;
+use harness::report::{self, Report};
+use harness::routing::Routing;
+use harness::run::{self, RunOptions};
+use harness::scenario::Scenario;
+
+use crate::{envoy_tool, exit, project_root};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MeshKind {
+    /// A kind cluster with Istio (needs Docker).
+    Kind,
+    /// A cluster you already have (kubeconfig and context).
+    Existing,
+    /// Envoy and podinfo-compatible backends on loopback; no cluster.
+    Local,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The scenario to walk.
+    #[arg(long, default_value = "scenarios/tutorial.yaml")]
+    pub scenario: PathBuf,
+    /// Where the mesh runs.
+    #[arg(long, value_enum, default_value_t = MeshKind::Kind)]
+    pub mesh: MeshKind,
+    /// Where reports go (default: target/canary/<scenario>-<mesh>).
+    #[arg(long)]
+    pub report_dir: Option<PathBuf>,
+    /// Bound on waiting for the proxies to route with a stage's weights, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub converge_timeout: u64,
+    #[command(flatten)]
+    pub tools: ToolArgs,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ToolArgs {
+    /// An Envoy binary for the local mesh (else $ENVOY_BIN, PATH, the tool cache).
+    #[arg(long)]
+    pub envoy: Option<PathBuf>,
+}
+
+/// What a run needs, checked before anything starts.
+pub struct Prepared {
+    pub scenario: Scenario,
+    pub routing: Routing,
+    pub report_dir: PathBuf,
+}
+
+/// Loads and checks the scenario and its manifests: every input problem, nothing started.
+pub fn prepare(
+    scenario_path: &Path,
+    mesh: MeshKind,
+    report_dir: Option<&Path>,
+) -> anyhow::Result<Prepared> {
+    let root = project_root();
+    let path = if scenario_path.is_absolute() || scenario_path.exists() {
+        scenario_path.to_path_buf()
+    } else {
+        root.join(scenario_path)
+    };
+    let scenario = Scenario::load(&path)?;
+    let manifests = Manifests::load(&scenario.manifests)?;
+    let routing = Routing::resolve(&scenario, manifests)?;
+    let report_dir = match report_dir {
+        Some(d) => d.to_path_buf(),
+        None => root
+            .join("target/canary")
+            .join(format!("{}-{}", scenario.name, mesh_name(mesh))),
+    };
+    Ok(Prepared {
+        scenario,
+        routing,
+        report_dir,
+    })
+}
+
+pub fn mesh_name(mesh: MeshKind) -> &'static str {
+    match mesh {
+        MeshKind::Kind => "kind",
+        MeshKind::Existing => "existing",
+        MeshKind::Local => "local",
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<u8> {
+    let prepared = prepare(&args.scenario, args.mesh, args.report_dir.as_deref())?;
+    if args.mesh != MeshKind::Local {
+        return Err(InputErrors::from(InputError::new(
+            "--mesh",
+            "",
+            format!(
+                "the {} mesh is not available in this version of the harness",
+                mesh_name(args.mesh)
+            ),
+            "run `cargo xtask e2e --mesh local` (real Envoy on loopback, no cluster)",
+        ))
+        .into());
+    }
+    let envoy = envoy_tool::ensure(
+        args.tools.envoy.as_deref(),
+        &harness::tools::cache_dir(&project_root()),
+    )?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let options = RunOptions {
+        converge_timeout: Duration::from_secs(args.converge_timeout),
+        ..RunOptions::new(prepared.report_dir.clone())
+    };
+    runtime.block_on(walk_local(&prepared, envoy, options))
+}
+
+/// Starts the local mesh and walks the stages; Ctrl-C stops everything and exits 130.
+async fn walk_local(
+    prepared: &Prepared,
+    envoy: PathBuf,
+    options: RunOptions,
+) -> anyhow::Result<u8> {
+    std::fs::create_dir_all(&options.report_dir)
+        .with_context(|| format!("creating {}", options.report_dir.display()))?;
+    let local = LocalOptions {
+        envoy,
+        backend_program: std::env::current_exe().context("locating the xtask binary")?,
+        backend_args: vec!["backend".into()],
+        work_dir: options.report_dir.join("local-mesh"),
+        startup_timeout: Duration::from_secs(30),
+        backends: prepared.scenario.backends.clone(),
+    };
+    let progress = TerminalProgress::new();
+    let work = async {
+        let spinner = progress.spinner("starting Envoy and the backends");
+        let started = LocalMesh::start(&prepared.routing, &local).await;
+        spinner.finish_and_clear();
+        let mut mesh = Box::new(started.context("starting the local mesh")?);
+        tracing::info!(
+            "local mesh up: envoy admin http://{}, entry points {:?}",
+            mesh.admin(),
+            mesh.entry_points()
+        );
+        let report = run::walk(
+            &prepared.scenario,
+            &prepared.routing,
+            mesh.as_mut(),
+            &options,
+            &progress,
+        )
+        .await;
+        finish(report, mesh, &options.report_dir).await
+    };
+    tokio::select! {
+        outcome = work => outcome,
+        _ = tokio::signal::ctrl_c() => {
+            // Dropping `work` dropped the mesh, which killed Envoy and the backends.
+            eprintln!("interrupted: the local mesh is stopped; partial results are in {}", options.report_dir.join(report::RESULTS_JSONL).display());
+            Ok(exit::INTERRUPTED)
+        }
+    }
+}
+
+/// Prints the table, keeps diagnostics of a failure, stops the mesh, and picks the exit code.
+async fn finish(
+    report: anyhow::Result<Report>,
+    mesh: Box<dyn Mesh>,
+    dir: &Path,
+) -> anyhow::Result<u8> {
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = mesh.diagnostics(&dir.join("diagnostics")).await;
+            mesh.shutdown().await?;
+            return Err(e);
+        }
+    };
+    if !report.passed {
+        mesh.diagnostics(&dir.join("diagnostics"))
+            .await
+            .context("collecting diagnostics")?;
+    }
+    mesh.shutdown().await?;
+    print!("{}", report::terminal_table(&report));
+    println!("reports: {}", dir.display());
+    Ok(match (&report.aborted, report.passed) {
+        (Some(reason), _) => {
+            eprintln!("error: the run stopped early: {reason}");
+            exit::BAD_INPUT
+        }
+        (None, true) => exit::PASSED,
+        (None, false) => exit::FAILED,
+    })
+}
+
+/// `cargo xtask tools`: fills the cache and says where each tool is.
+pub fn tools(args: ToolArgs) -> anyhow::Result<u8> {
+    let envoy = envoy_tool::ensure(
+        args.envoy.as_deref(),
+        &harness::tools::cache_dir(&project_root()),
+    )?;
+    println!("envoy {}", envoy.display());
+    Ok(exit::PASSED)
+}
