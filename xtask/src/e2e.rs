@@ -4,17 +4,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use harness::input_error::{InputError, InputErrors};
 use harness::local_mesh::{LocalMesh, LocalOptions};
 use harness::manifests::Manifests;
 use harness::mesh::Mesh;
 use harness::progress::TerminalProgress;
 use harness::report::{self, Report};
 use harness::routing::Routing;
-use harness::run::{self, RunOptions};
+use harness::run::{self, Observer, RunOptions};
 use harness::scenario::Scenario;
 
-use crate::{envoy_tool, exit, project_root};
+use crate::{cluster, envoy_tool, exit, project_root};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum MeshKind {
@@ -40,8 +39,13 @@ pub struct Args {
     /// Bound on waiting for the proxies to route with a stage's weights, in seconds.
     #[arg(long, default_value_t = 60)]
     pub converge_timeout: u64,
+    /// Print every tool command, file and Kubernetes object the run would use, and stop.
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub tools: ToolArgs,
+    #[command(flatten)]
+    pub cluster: cluster::ClusterArgs,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -96,82 +100,102 @@ pub fn mesh_name(mesh: MeshKind) -> &'static str {
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
     let prepared = prepare(&args.scenario, args.mesh, args.report_dir.as_deref())?;
-    if args.mesh != MeshKind::Local {
-        return Err(InputErrors::from(InputError::new(
-            "--mesh",
-            "",
-            format!(
-                "the {} mesh is not available in this version of the harness",
-                mesh_name(args.mesh)
-            ),
-            "run `cargo xtask e2e --mesh local` (real Envoy on loopback, no cluster)",
-        ))
-        .into());
+    if args.dry_run {
+        return cluster::dry_run(&prepared, args.mesh, &args.tools, &args.cluster);
     }
-    let envoy = envoy_tool::ensure(
-        args.tools.envoy.as_deref(),
-        &harness::tools::cache_dir(&project_root()),
-    )?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
     let options = RunOptions {
         converge_timeout: Duration::from_secs(args.converge_timeout),
         ..RunOptions::new(prepared.report_dir.clone())
     };
-    runtime.block_on(walk_local(&prepared, envoy, options))
+    let progress = TerminalProgress::new();
+    let setup = MeshSetup {
+        kind: args.mesh,
+        tools: args.tools.clone(),
+        cluster: args.cluster.clone(),
+    };
+    drive(&prepared, &setup, options, &progress)
 }
 
-/// Starts the local mesh and walks the stages; Ctrl-C stops everything and exits 130.
-async fn walk_local(
+/// Which mesh to open, and with what.
+#[derive(Debug, Clone)]
+pub struct MeshSetup {
+    pub kind: MeshKind,
+    pub tools: ToolArgs,
+    pub cluster: cluster::ClusterArgs,
+}
+
+/// Opens the mesh, walks the stages with `observer` watching, writes the reports and stops
+/// the mesh: on success, failure and Ctrl-C (exit 130) alike. `e2e` and `demo` both use it.
+pub fn drive(
     prepared: &Prepared,
-    envoy: PathBuf,
+    setup: &MeshSetup,
     options: RunOptions,
+    observer: &(dyn Observer + Sync),
 ) -> anyhow::Result<u8> {
     std::fs::create_dir_all(&options.report_dir)
         .with_context(|| format!("creating {}", options.report_dir.display()))?;
-    let local = LocalOptions {
-        envoy,
-        backend_program: std::env::current_exe().context("locating the xtask binary")?,
-        backend_args: vec!["backend".into()],
-        work_dir: options.report_dir.join("local-mesh"),
-        startup_timeout: Duration::from_secs(30),
-        backends: prepared.scenario.backends.clone(),
-    };
-    let progress = TerminalProgress::new();
-    let work = async {
-        let spinner = progress.spinner("starting Envoy and the backends");
-        let started = LocalMesh::start(&prepared.routing, &local).await;
-        spinner.finish_and_clear();
-        let mut mesh = Box::new(started.context("starting the local mesh")?);
-        tracing::info!(
-            "local mesh up: envoy admin http://{}, entry points {:?}",
-            mesh.admin(),
-            mesh.entry_points()
-        );
-        let report = run::walk(
-            &prepared.scenario,
-            &prepared.routing,
-            mesh.as_mut(),
-            &options,
-            &progress,
-        )
-        .await;
-        finish(report, mesh, &options.report_dir).await
-    };
-    tokio::select! {
-        outcome = work => outcome,
-        _ = tokio::signal::ctrl_c() => {
-            // Dropping `work` dropped the mesh, which killed Envoy and the backends.
-            eprintln!("interrupted: the local mesh is stopped; partial results are in {}", options.report_dir.join(report::RESULTS_JSONL).display());
-            Ok(exit::INTERRUPTED)
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let work = async {
+            let mut mesh = open_mesh(prepared, setup, &options).await?;
+            let report =
+                run::walk(&prepared.scenario, &prepared.routing, mesh.as_mut(), &options, observer).await;
+            finish(report, mesh, &options.report_dir).await
+        };
+        tokio::select! {
+            outcome = work => outcome,
+            _ = tokio::signal::ctrl_c() => {
+                // Dropping `work` dropped the mesh, which stopped everything it started.
+                eprintln!(
+                    "interrupted: everything the harness started is stopped; partial results are in {}",
+                    options.report_dir.join(report::RESULTS_JSONL).display()
+                );
+                Ok(exit::INTERRUPTED)
+            }
         }
+    })
+}
+
+/// Brings up the mesh the user asked for.
+pub async fn open_mesh(
+    prepared: &Prepared,
+    setup: &MeshSetup,
+    options: &RunOptions,
+) -> anyhow::Result<Box<dyn Mesh>> {
+    match setup.kind {
+        MeshKind::Local => {
+            let cache = harness::tools::cache_dir(&project_root());
+            let envoy = tokio::task::block_in_place(|| {
+                envoy_tool::ensure(setup.tools.envoy.as_deref(), &cache)
+            })?;
+            let local = LocalOptions {
+                envoy,
+                backend_program: std::env::current_exe().context("locating the xtask binary")?,
+                backend_args: vec!["backend".into()],
+                work_dir: options.report_dir.join("local-mesh"),
+                startup_timeout: Duration::from_secs(30),
+                backends: prepared.scenario.backends.clone(),
+            };
+            let mesh = LocalMesh::start(&prepared.routing, &local)
+                .await
+                .context("starting the local mesh")?;
+            tracing::info!(
+                "local mesh up: envoy admin http://{}, entry points {:?}",
+                mesh.admin(),
+                mesh.entry_points()
+            );
+            Ok(Box::new(mesh))
+        }
+        MeshKind::Kind | MeshKind::Existing => cluster::open(prepared, setup, options).await,
     }
 }
 
-/// Prints the table, keeps diagnostics of a failure, stops the mesh, and picks the exit code.
-async fn finish(
+/// Writes the reports, keeps diagnostics of a failure, stops the mesh, prints the table, and
+/// picks the exit code.
+pub async fn finish(
     report: anyhow::Result<Report>,
     mesh: Box<dyn Mesh>,
     dir: &Path,
@@ -185,9 +209,9 @@ async fn finish(
         }
     };
     if !report.passed {
-        mesh.diagnostics(&dir.join("diagnostics"))
-            .await
-            .context("collecting diagnostics")?;
+        if let Err(e) = mesh.diagnostics(&dir.join("diagnostics")).await {
+            tracing::warn!("collecting diagnostics failed: {e:#}");
+        }
     }
     mesh.shutdown().await?;
     print!("{}", report::terminal_table(&report));

@@ -1,6 +1,7 @@
 //! The commands of `cargo xtask`, each in its own module.
 
 pub mod backend;
+pub mod cluster;
 pub mod e2e;
 pub mod envoy_tool;
 pub mod test;
