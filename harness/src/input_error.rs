@@ -71,8 +71,55 @@ impl From<InputError> for InputErrors {
     }
 }
 
+/// The unknown field serde refused, if that is the error: its name and its full path.
+///
+/// serde_path_to_error ends the path at the refused field or at the struct refusing it,
+/// depending on where in the mapping the field stands; this gives the full path either way.
+pub fn unknown_field(path: &str, message: &str) -> Option<(String, String)> {
+    let name = message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split('`').next())?;
+    let full = if path == "." || path.is_empty() {
+        name.to_string()
+    } else if path.ends_with(&format!(".{name}")) {
+        path.to_string()
+    } else {
+        format!("{path}.{name}")
+    };
+    Some((name.to_string(), full))
+}
+
 /// Whether an error chain comes from bad input (exit 2 either way, but the message differs).
 pub fn is_input_error(err: &anyhow::Error) -> bool {
     err.chain()
         .any(|e| e.is::<InputError>() || e.is::<InputErrors>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case(".", "unknown field `x`, expected `y`", Some(("x", "x")))]
+    #[case("spec.a", "unknown field `x`, expected `y`", Some(("x", "spec.a.x")))]
+    #[case("spec.a.x", "unknown field `x`, expected `y`", Some(("x", "spec.a.x")))]
+    #[case("spec.a", "invalid type: string", None)]
+    fn unknown_fields_get_their_full_path(
+        #[case] path: &str,
+        #[case] message: &str,
+        #[case] want: Option<(&str, &str)>,
+    ) {
+        let got = unknown_field(path, message);
+        assert_eq!(got, want.map(|(a, b)| (a.to_string(), b.to_string())));
+    }
+
+    #[test]
+    fn display_names_file_field_and_fix() {
+        let e = InputError::new("s.yaml", "stages[0]", "bad", "mend it");
+        assert_eq!(
+            e.to_string(),
+            "s.yaml: field `stages[0]`: bad\n  fix: mend it"
+        );
+    }
 }

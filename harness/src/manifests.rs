@@ -295,22 +295,13 @@ fn lenient<T: DeserializeOwned>(
 
 /// Turns serde's "unknown field" into the full field path and a fix that fits it.
 fn explain(kind: &str, path: &str, message: &str) -> (String, String) {
-    let unknown = message
-        .strip_prefix("unknown field `")
-        .and_then(|rest| rest.split('`').next());
-    let Some(name) = unknown else {
+    let Some((name, field)) = crate::input_error::unknown_field(path, message) else {
         return (
             path.to_string(),
             format!("give `{path}` a value of the type the {kind} schema of Istio 1.30 expects"),
         );
     };
-    // serde_path_to_error stops at the struct that refused the field.
-    let field = if path == "." || path.is_empty() {
-        name.to_string()
-    } else {
-        format!("{path}.{name}")
-    };
-    let fix = if name == "name" && path.ends_with("destination") {
+    let fix = if name == "name" && field.ends_with("destination.name") {
         "rename `name` to `host` (Istio renamed it before 0.8), e.g. \
          `host: podinfo.test.svc.cluster.local`"
             .to_string()

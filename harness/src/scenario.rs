@@ -152,14 +152,9 @@ impl Scenario {
         let file: ScenarioFile = serde_path_to_error::deserialize(&value).map_err(|e| {
             let at = e.path().to_string();
             let inner = e.into_inner().to_string();
-            let field = match inner
-                .strip_prefix("unknown field `")
-                .and_then(|r| r.split('`').next())
-            {
-                Some(name) if at == "." => name.to_string(),
-                Some(name) => format!("{at}.{name}"),
-                None => at,
-            };
+            let field = crate::input_error::unknown_field(&at, &inner)
+                .map(|(_, full)| full)
+                .unwrap_or(at);
             InputError::new(
                 path,
                 field,

@@ -1,0 +1,274 @@
+//! The whole flow on the local mesh, through the CLI: a real Envoy, real backends, real
+//! requests, and the exit codes a user and CI rely on.
+
+use std::time::{Duration, Instant};
+
+use canary_e2e::{processes_matching, read_report, root, scenario_in, xtask};
+use predicates::str::contains;
+
+#[test]
+fn the_tutorial_passes_on_both_entry_points() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = xtask()
+        .args(["e2e", "--mesh", "local", "--report-dir"])
+        .arg(dir.path())
+        .assert()
+        .code(0)
+        .stdout(contains("PASSED: scenario `tutorial` on the local mesh"));
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    for stage in [
+        "initial state",
+        "canary warm-up",
+        "canary promotion",
+        "full promotion",
+    ] {
+        assert_eq!(
+            stdout.matches(stage).count(),
+            2,
+            "{stage} on both entry points:\n{stdout}"
+        );
+    }
+
+    let report = read_report(dir.path());
+    assert_eq!(report["passed"], true);
+    assert_eq!(report["mesh"], "local");
+    let stages = report["stages"].as_array().unwrap();
+    let shares: Vec<f64> = stages
+        .iter()
+        .map(|s| s["expected_share"].as_f64().unwrap())
+        .collect();
+    assert_eq!(shares, vec![0.0, 0.1, 0.6, 1.0]);
+    for stage in stages {
+        let entries = stage["entries"].as_array().unwrap();
+        let names: Vec<&str> = entries
+            .iter()
+            .map(|e| e["entry"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, vec!["ingress", "mesh"]);
+        for e in entries {
+            let planned = e["plan"]["requests"].as_u64().unwrap();
+            let counted: u64 = e["counts"]
+                .as_object()
+                .unwrap()
+                .values()
+                .map(|v| v.as_u64().unwrap())
+                .sum();
+            assert_eq!(counted, planned, "every planned answer was counted");
+            assert_eq!(e["errors"], 0);
+            let observed = e["observed_share"].as_f64().unwrap();
+            let (lo, hi) = (
+                e["interval"][0].as_f64().unwrap(),
+                e["interval"][1].as_f64().unwrap(),
+            );
+            assert!(lo <= observed && observed <= hi);
+            assert!(e["latency"]["ga"].is_object() || e["latency"]["canary"].is_object());
+        }
+    }
+    // Zero-leak stages saw no request to the wrong subset.
+    assert_eq!(stages[0]["entries"][0]["counts"]["canary"], 0);
+    assert_eq!(stages[3]["entries"][1]["counts"]["ga"], 0);
+    assert!(stages[0]["entries"][0]["leak_bound"].as_f64().unwrap() < 0.1);
+
+    let lines = std::fs::read_to_string(dir.path().join("results.jsonl")).unwrap();
+    assert_eq!(
+        lines.lines().count(),
+        8,
+        "one result line per stage and entry point"
+    );
+
+    let dir_text = dir.path().to_string_lossy().to_string();
+    assert!(
+        processes_matching(&dir_text).is_empty(),
+        "envoy outlived the run"
+    );
+}
+
+#[test]
+fn a_stage_expecting_20_points_less_canary_fails_with_a_clear_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = scenario_in(
+        dir.path(),
+        "name: off-by-20\nmanifests: manifests\nvirtual_service: podinfo\nbaseline: ga\ncanary: canary\n\
+         stages:\n  - name: ejected canary\n    weights: { ga: 50, canary: 50 }\n    expect: { ga: 70, canary: 30 }\n",
+    );
+    let reports = dir.path().join("reports");
+    let out = xtask()
+        .args(["e2e", "--mesh", "local", "--scenario"])
+        .arg(&scenario)
+        .arg("--report-dir")
+        .arg(&reports)
+        .assert()
+        .code(1)
+        .stdout(contains("FAILED: scenario `off-by-20`"));
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    assert!(stdout.contains("FAIL ejected canary / ingress"), "{stdout}");
+    let report = read_report(&reports);
+    assert_eq!(report["passed"], false);
+    for e in report["stages"][0]["entries"].as_array().unwrap() {
+        assert_eq!(e["passed"], false);
+        let reason = e["reason"].as_str().unwrap();
+        assert!(reason.contains("expected 30 %"), "{reason}");
+        let observed = e["observed_share"].as_f64().unwrap();
+        assert!(
+            (observed - 0.5).abs() < 0.05,
+            "the mesh routed 50/50: {observed}"
+        );
+        assert!(e["p_value"].as_f64().unwrap() < 1e-6);
+    }
+    assert!(
+        reports
+            .join("diagnostics")
+            .join("envoy-config_dump.json")
+            .exists()
+    );
+}
+
+/// Bad input: exit 2, the file, the field and the fix, and nothing started or written.
+#[rstest::rstest]
+#[case::weights_sum(
+    "stages:\n  - name: a\n    weights: { ga: 80, canary: 10 }\n",
+    &["scenario.yaml", "stages[0].weights", "sum to 90", "fix:"]
+)]
+#[case::unknown_subset(
+    "stages:\n  - name: a\n    weights: { ga: 90, blue: 10 }\n",
+    &["stages[0].weights.blue", "not one of the scenario's subsets", "fix:"]
+)]
+#[case::malformed_yaml("stages:\n  - name: [a\n", &["scenario.yaml", "not valid YAML"])]
+#[case::unknown_field(
+    "stages:\n  - name: a\n    weight: { ga: 100 }\n",
+    &["stages[0].weight", "unknown field"]
+)]
+fn bad_scenarios_exit_2_naming_file_field_and_fix(#[case] tail: &str, #[case] says: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let head =
+        "name: bad\nmanifests: manifests\nvirtual_service: podinfo\nbaseline: ga\ncanary: canary\n";
+    let scenario = scenario_in(dir.path(), &format!("{head}{tail}"));
+    let reports = dir.path().join("reports");
+    let out = xtask()
+        .args(["e2e", "--mesh", "local", "--scenario"])
+        .arg(&scenario)
+        .arg("--report-dir")
+        .arg(&reports)
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    for s in says {
+        assert!(stderr.contains(s), "stderr lacks {s:?}:\n{stderr}");
+    }
+    assert!(
+        !reports.exists(),
+        "nothing is written before the input is good"
+    );
+}
+
+#[rstest::rstest]
+#[case::tutorial_destination_name(
+    "virtual-service.yaml",
+    "            host: podinfo.test.svc.cluster.local\n            subset: canary",
+    "            name: podinfo\n            subset: canary",
+    &["virtual-service.yaml", "spec.http[0].route[1].destination.name", "rename `name` to `host`"]
+)]
+#[case::unknown_subset_in_rule(
+    "destination-rule.yaml",
+    "    - name: canary\n",
+    "    - name: blue\n",
+    &["unknown subset `canary`", "defines ga, blue"]
+)]
+fn bad_manifests_exit_2_naming_file_field_and_fix(
+    #[case] file: &str,
+    #[case] from: &str,
+    #[case] to: &str,
+    #[case] says: &[&str],
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let tutorial = std::fs::read_to_string(root().join("scenarios/tutorial.yaml")).unwrap();
+    let scenario = scenario_in(dir.path(), &tutorial.replace("../manifests", "manifests"));
+    let path = dir.path().join("manifests").join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(from), "the fixture still has {from:?}");
+    std::fs::write(&path, text.replace(from, to)).unwrap();
+    let out = xtask()
+        .args(["e2e", "--mesh", "local", "--scenario"])
+        .arg(&scenario)
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    for s in says {
+        assert!(stderr.contains(s), "stderr lacks {s:?}:\n{stderr}");
+    }
+}
+
+#[test]
+fn a_missing_scenario_exits_2() {
+    xtask()
+        .args([
+            "e2e",
+            "--mesh",
+            "local",
+            "--scenario",
+            "scenarios/nope.yaml",
+        ])
+        .assert()
+        .code(2)
+        .stderr(contains("scenarios/nope.yaml"))
+        .stderr(contains("fix:"));
+}
+
+#[test]
+fn ctrl_c_stops_envoy_and_the_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    let tutorial = std::fs::read_to_string(root().join("scenarios/tutorial.yaml")).unwrap();
+    // Slow backends keep the run busy; unique versions let the test find its own processes.
+    let scenario = tutorial.replace("../manifests", "manifests")
+        + "local:\n  backends:\n    ga: { delay_ms: 200 }\n    canary: { delay_ms: 200 }\n";
+    let scenario = scenario_in(dir.path(), &scenario);
+    for (file, tag) in [
+        ("podinfo-ga.yaml", "6.14.0"),
+        ("podinfo-canary.yaml", "6.14.1"),
+    ] {
+        let path = dir.path().join("manifests").join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace(tag, &format!("{tag}-ctrlc"))).unwrap();
+    }
+    let reports = dir.path().join("reports");
+    let mut child = std::process::Command::new(canary_e2e::xtask_bin())
+        .current_dir(root())
+        .args(["e2e", "--mesh", "local", "--scenario"])
+        .arg(&scenario)
+        .arg("--report-dir")
+        .arg(&reports)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the first stage is sampling: its first result line is not there yet, but
+    // Envoy has published its admin address.
+    let admin = reports.join("local-mesh").join("envoy-admin-address");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !admin.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the local mesh did not start within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !processes_matching("6.14.0-ctrlc").is_empty(),
+        "the backends run"
+    );
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    let left: Vec<String> = processes_matching("-ctrlc")
+        .into_iter()
+        .chain(processes_matching(&reports.to_string_lossy()))
+        .collect();
+    assert!(left.is_empty(), "processes outlived the harness: {left:?}");
+}
