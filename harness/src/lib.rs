@@ -4,10 +4,12 @@
 //! Pure parts (scenario checks, routing model, statistics, Envoy configuration, reports) do no
 //! I/O; the meshes sit behind [`mesh::Mesh`] so the stage walk is the same for all of them.
 pub mod backend;
+pub mod ca;
 pub mod config_dump;
 pub mod envoy_config;
 pub mod input_error;
 pub mod istio;
+pub mod istio_mesh;
 pub mod local_mesh;
 pub mod manifests;
 pub mod mesh;

@@ -1,0 +1,262 @@
+//! Server-side apply of the manifests and of each stage's VirtualService.
+//!
+//! Server-side apply with one field manager (`canary-harness`) and `force` makes every apply
+//! idempotent and makes the harness the owner of the fields it sets, also on an `existing`
+//! cluster where someone applied the same objects with kubectl before. Objects go in a fixed
+//! order: Namespaces, then CRDs, then the other Kubernetes objects, and the Istio resources
+//! last, once their CRDs are Established (before that, discovery does not know their kinds).
+
+use std::collections::{BTreeSet, HashMap};
+
+use anyhow::Context;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Client;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::{ApiCapabilities, ApiResource, Scope};
+use serde_json::Value;
+
+use super::FIELD_MANAGER;
+use super::waits::{self, Bounds, Check, WaitLog};
+use crate::istio::VirtualService;
+
+/// The patch parameters of every apply: the harness's field manager, taking over conflicts.
+pub fn apply_params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+/// Where an object goes in the apply order (lower first).
+fn rank(object: &Value) -> u8 {
+    match (object["apiVersion"].as_str(), object["kind"].as_str()) {
+        (_, Some("Namespace")) => 0,
+        (_, Some("CustomResourceDefinition")) => 1,
+        _ if is_istio(object) => 3,
+        _ => 2,
+    }
+}
+
+/// Whether the object is an Istio custom resource (`*.istio.io` group).
+pub fn is_istio(object: &Value) -> bool {
+    object["apiVersion"]
+        .as_str()
+        .and_then(|v| v.split_once('/'))
+        .is_some_and(|(group, _)| group.ends_with(".istio.io"))
+}
+
+/// The objects in apply order; objects of the same rank keep their file order.
+pub fn ordered(objects: &[Value]) -> Vec<&Value> {
+    let mut out: Vec<&Value> = objects.iter().collect();
+    out.sort_by_key(|o| rank(o));
+    out
+}
+
+/// `Kind namespace/name` (or `Kind name`), for logs and errors.
+pub fn describe(object: &Value) -> String {
+    let kind = object["kind"].as_str().unwrap_or("?");
+    let name = object["metadata"]["name"].as_str().unwrap_or("?");
+    match object["metadata"]["namespace"].as_str() {
+        Some(ns) => format!("{kind} {ns}/{name}"),
+        None => format!("{kind} {name}"),
+    }
+}
+
+fn gvk_of(object: &Value) -> anyhow::Result<GroupVersionKind> {
+    let api_version = object["apiVersion"]
+        .as_str()
+        .context("the object has no apiVersion")?;
+    let kind = object["kind"].as_str().context("the object has no kind")?;
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    Ok(GroupVersionKind::gvk(group, version, kind))
+}
+
+/// The plural resource name of an Istio kind, which names its CRD (`<plural>.<group>`).
+pub fn istio_plural(kind: &str) -> String {
+    let lower = kind.to_ascii_lowercase();
+    // English: a `y` after a consonant becomes `ies` (policy), after a vowel it stays (gateway).
+    match lower.strip_suffix('y') {
+        Some(stem) if !stem.ends_with(['a', 'e', 'i', 'o', 'u']) => format!("{stem}ies"),
+        _ => format!("{lower}s"),
+    }
+}
+
+/// The CRDs the Istio objects need, e.g. `virtualservices.networking.istio.io`.
+pub fn needed_crds(objects: &[Value]) -> Vec<String> {
+    let set: BTreeSet<String> = objects
+        .iter()
+        .filter(|o| is_istio(o))
+        .filter_map(|o| {
+            let gvk = gvk_of(o).ok()?;
+            Some(format!("{}.{}", istio_plural(&gvk.kind), gvk.group))
+        })
+        .collect();
+    set.into_iter().collect()
+}
+
+/// Resolves kinds to API resources once per kind, through discovery of that group version.
+#[derive(Default)]
+pub struct Resolver {
+    cache: HashMap<(String, String, String), (ApiResource, ApiCapabilities)>,
+}
+
+impl Resolver {
+    pub async fn resolve(
+        &mut self,
+        client: &Client,
+        gvk: &GroupVersionKind,
+    ) -> anyhow::Result<(ApiResource, ApiCapabilities)> {
+        let key = (gvk.group.clone(), gvk.version.clone(), gvk.kind.clone());
+        if let Some(found) = self.cache.get(&key) {
+            return Ok(found.clone());
+        }
+        let found = kube::discovery::pinned_kind(client, gvk)
+            .await
+            .with_context(|| {
+                format!(
+                    "discovering {}/{} {} on the cluster (is its CRD installed?)",
+                    gvk.group, gvk.version, gvk.kind
+                )
+            })?;
+        self.cache.insert(key, found.clone());
+        Ok(found)
+    }
+}
+
+/// Server-side applies one object as it is.
+pub async fn apply_object(
+    client: &Client,
+    resolver: &mut Resolver,
+    object: &Value,
+) -> anyhow::Result<()> {
+    let what = describe(object);
+    let gvk = gvk_of(object).with_context(|| what.clone())?;
+    let (resource, caps) = resolver.resolve(client, &gvk).await?;
+    let name = object["metadata"]["name"]
+        .as_str()
+        .with_context(|| format!("{what} has no metadata.name"))?;
+    let api: Api<DynamicObject> = match (&caps.scope, object["metadata"]["namespace"].as_str()) {
+        (Scope::Cluster, _) => Api::all_with(client.clone(), &resource),
+        (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, &resource),
+        (Scope::Namespaced, None) => Api::default_namespaced_with(client.clone(), &resource),
+    };
+    api.patch(name, &apply_params(), &Patch::Apply(object))
+        .await
+        .with_context(|| format!("server-side apply of {what}"))?;
+    tracing::info!("applied {what}");
+    Ok(())
+}
+
+/// Whether a CRD is Established (the API server serves its kind).
+pub fn crd_established(crd: Option<&CustomResourceDefinition>) -> Check<()> {
+    let Some(crd) = crd else {
+        return Check::Pending("the CRD does not exist".into());
+    };
+    let status = serde_json::to_value(&crd.status).unwrap_or_default();
+    let conds = waits::conditions(&status);
+    if conds
+        .iter()
+        .any(|(t, s, _)| t == "Established" && s == "True")
+    {
+        Check::Ready(())
+    } else {
+        Check::Pending(format!("conditions: {conds:?}"))
+    }
+}
+
+/// Waits until the CRD `name` is Established.
+pub async fn await_crd(
+    client: &Client,
+    name: &str,
+    bounds: Bounds,
+    log: &WaitLog,
+) -> anyhow::Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    waits::wait_for(&format!("CRD {name} Established"), bounds, log, || {
+        let api = api.clone();
+        async move { Ok(crd_established(api.get_opt(name).await?.as_ref())) }
+    })
+    .await
+}
+
+/// Applies every object of the manifests in order: Kubernetes objects, then (after their
+/// CRDs are Established) the Istio resources.
+pub async fn apply_manifests(
+    client: &Client,
+    objects: &[Value],
+    bounds: Bounds,
+    log: &WaitLog,
+) -> anyhow::Result<()> {
+    let mut resolver = Resolver::default();
+    let ordered = ordered(objects);
+    for object in ordered.iter().filter(|o| !is_istio(o)) {
+        apply_object(client, &mut resolver, object).await?;
+    }
+    for crd in needed_crds(objects) {
+        await_crd(client, &crd, bounds, log).await?;
+    }
+    for object in ordered.iter().filter(|o| is_istio(o)) {
+        apply_object(client, &mut resolver, object).await?;
+    }
+    Ok(())
+}
+
+/// The API resource of the VirtualService's own apiVersion (no discovery needed: the CRD's
+/// plural is fixed).
+pub fn virtual_service_resource(vs: &VirtualService) -> ApiResource {
+    let (group, version) = vs
+        .api_version
+        .split_once('/')
+        .unwrap_or(("networking.istio.io", "v1"));
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(group, version, "VirtualService"),
+        "virtualservices",
+    )
+}
+
+/// Server-side applies a stage's VirtualService (the typed struct, serialized as is).
+pub async fn apply_virtual_service(client: &Client, vs: &VirtualService) -> anyhow::Result<()> {
+    let resource = virtual_service_resource(vs);
+    let ns = vs.metadata.namespace.as_deref().unwrap_or("default");
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
+    let body = serde_json::to_value(vs)?;
+    api.patch(&vs.metadata.name, &apply_params(), &Patch::Apply(&body))
+        .await
+        .with_context(|| {
+            format!(
+                "server-side apply of VirtualService {ns}/{}",
+                vs.metadata.name
+            )
+        })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case("Gateway", "gateways")]
+    #[case("VirtualService", "virtualservices")]
+    #[case("DestinationRule", "destinationrules")]
+    #[case("ServiceEntry", "serviceentries")]
+    #[case("AuthorizationPolicy", "authorizationpolicies")]
+    #[case("Sidecar", "sidecars")]
+    fn plurals_name_the_real_crds(#[case] kind: &str, #[case] plural: &str) {
+        assert_eq!(istio_plural(kind), plural);
+    }
+
+    #[test]
+    fn the_tutorial_needs_three_istio_crds() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests");
+        let manifests = crate::manifests::Manifests::load(&dir).unwrap();
+        let objects: Vec<Value> = manifests.objects.into_iter().map(|o| o.value).collect();
+        assert_eq!(
+            needed_crds(&objects),
+            vec![
+                "destinationrules.networking.istio.io",
+                "gateways.networking.istio.io",
+                "virtualservices.networking.istio.io",
+            ]
+        );
+    }
+}

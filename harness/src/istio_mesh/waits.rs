@@ -1,0 +1,364 @@
+//! Bounded, named waits and the readiness checks they poll.
+//!
+//! kube's `await_condition` has no timeout and returns nothing about the object while it
+//! waits, so a wait that gives up could not say what it saw. These waits poll instead: each
+//! check returns what it saw, the last of which goes into the error when the bound passes, and
+//! every wait is written to the [`WaitLog`] that diagnostics print.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::ca;
+
+/// The outcome of one look at the cluster.
+#[derive(Debug)]
+pub enum Check<T> {
+    /// Done, with what the wait was for.
+    Ready(T),
+    /// Not yet; says what was seen.
+    Pending(String),
+    /// Will not get better by waiting: ends the wait at once.
+    Failed(anyhow::Error),
+}
+
+/// How long a wait may take and how often it looks.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    pub timeout: Duration,
+    pub interval: Duration,
+}
+
+impl Bounds {
+    pub fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What the harness waited for, in order, with the outcome: printed by diagnostics so that a
+/// failure report says what was pending.
+#[derive(Debug, Clone, Default)]
+pub struct WaitLog(Arc<Mutex<Vec<String>>>);
+
+impl WaitLog {
+    pub fn note(&self, line: impl Into<String>) {
+        let line = line.into();
+        tracing::debug!("{line}");
+        self.0.lock().expect("wait log").push(line);
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.0.lock().expect("wait log").clone()
+    }
+}
+
+/// Polls `check` until it is ready, fails, or `bounds.timeout` passes. Errors of `check`
+/// itself (an API call that failed) count as "not yet" and are reported if they are the last
+/// thing seen; a single call that hangs is cut off at the deadline too.
+pub async fn wait_for<T, F, Fut>(
+    what: &str,
+    bounds: Bounds,
+    log: &WaitLog,
+    mut check: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<Check<T>>>,
+{
+    let started = Instant::now();
+    let deadline = started + bounds.timeout;
+    log.note(format!("waiting (at most {:?}) for {what}", bounds.timeout));
+    let mut last = "nothing yet".to_string();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left.max(Duration::from_millis(1)), check()).await {
+            Ok(Ok(Check::Ready(value))) => {
+                log.note(format!(
+                    "done after {:.1} s: {what}",
+                    started.elapsed().as_secs_f64()
+                ));
+                return Ok(value);
+            }
+            Ok(Ok(Check::Pending(seen))) => {
+                if seen != last {
+                    tracing::info!("{what}: {seen}");
+                }
+                last = seen;
+            }
+            Ok(Ok(Check::Failed(e))) => {
+                log.note(format!("FAILED: {what}: {e:#}"));
+                return Err(e.context(format!("while waiting for {what}")));
+            }
+            Ok(Err(e)) => last = format!("the last look failed: {e:#}"),
+            Err(_) => last = format!("the last look did not answer in time ({last})"),
+        }
+        if Instant::now() >= deadline {
+            log.note(format!(
+                "GAVE UP after {:?}: {what}; last seen: {last}",
+                bounds.timeout
+            ));
+            bail!(
+                "gave up waiting for {what} after {:?}; last seen: {last}",
+                bounds.timeout
+            );
+        }
+        tokio::time::sleep(
+            bounds
+                .interval
+                .min(deadline.saturating_duration_since(Instant::now())),
+        )
+        .await;
+    }
+}
+
+/// The conditions of a status as `type=status (reason)`, read through JSON so the code does not
+/// depend on which Kubernetes version k8s-openapi was built for (the field types differ).
+pub fn conditions(status: &serde_json::Value) -> Vec<(String, String, String)> {
+    status["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+            (s("type"), s("status"), s("reason"))
+        })
+        .collect()
+}
+
+fn describe_conditions(conds: &[(String, String, String)]) -> String {
+    if conds.is_empty() {
+        return "no conditions".into();
+    }
+    conds
+        .iter()
+        .map(|(t, s, r)| {
+            if r.is_empty() {
+                format!("{t}={s}")
+            } else {
+                format!("{t}={s} ({r})")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Whether a Deployment has rolled out its current spec: the controller has seen this
+/// generation (`observedGeneration`), every replica runs the new template and is available,
+/// and no old replica remains. `Progressing=False (ProgressDeadlineExceeded)` fails at once.
+pub fn deployment_rolled_out(deployment: &Deployment) -> Check<()> {
+    let generation = deployment.metadata.generation.unwrap_or(0);
+    let want = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1);
+    let Some(status) = deployment.status.as_ref() else {
+        return Check::Pending(format!("generation {generation}, no status yet"));
+    };
+    let observed = status.observed_generation.unwrap_or(0);
+    let replicas = status.replicas.unwrap_or(0);
+    let updated = status.updated_replicas.unwrap_or(0);
+    let available = status.available_replicas.unwrap_or(0);
+    let json = serde_json::to_value(status).unwrap_or_default();
+    let conds = conditions(&json);
+    let seen = format!(
+        "generation {generation}, observedGeneration {observed}, {updated}/{want} updated, {available}/{want} available, {replicas} in total; {}",
+        describe_conditions(&conds)
+    );
+    if conds
+        .iter()
+        .any(|(t, s, r)| t == "Progressing" && s == "False" && r == "ProgressDeadlineExceeded")
+    {
+        return Check::Failed(anyhow::anyhow!(
+            "the rollout exceeded its progress deadline: {seen}"
+        ));
+    }
+    if observed >= generation && updated == want && available >= want && replicas == want {
+        Check::Ready(())
+    } else {
+        Check::Pending(seen)
+    }
+}
+
+/// Every container of the pod, init containers included (Istio's native sidecars are init
+/// containers with `restartPolicy: Always`).
+pub fn container_names(pod: &Pod) -> (Vec<String>, Vec<String>) {
+    let spec = pod.spec.as_ref();
+    let names = |cs: Option<Vec<String>>| cs.unwrap_or_default();
+    (
+        names(spec.map(|s| s.containers.iter().map(|c| c.name.clone()).collect())),
+        names(spec.and_then(|s| {
+            s.init_containers
+                .as_ref()
+                .map(|cs| cs.iter().map(|c| c.name.clone()).collect())
+        })),
+    )
+}
+
+/// Whether a pod is running with every container (and every native sidecar) ready.
+pub fn pod_ready(pod: &Pod) -> Check<()> {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let Some(status) = pod.status.as_ref() else {
+        return Check::Pending(format!("pod {name} has no status yet"));
+    };
+    let phase = status.phase.clone().unwrap_or_default();
+    if phase == "Failed" || phase == "Succeeded" {
+        return Check::Failed(anyhow::anyhow!("pod {name} ended with phase {phase}"));
+    }
+    let mut not_ready = Vec::new();
+    for cs in status.container_statuses.iter().flatten() {
+        if !cs.ready {
+            let why = serde_json::to_value(&cs.state).unwrap_or_default();
+            let reason = why["waiting"]["reason"]
+                .as_str()
+                .or(why["terminated"]["reason"].as_str())
+                .unwrap_or("not ready");
+            not_ready.push(format!(
+                "{} ({reason}, {} restarts)",
+                cs.name, cs.restart_count
+            ));
+        }
+    }
+    let json = serde_json::to_value(status).unwrap_or_default();
+    let ready_cond = conditions(&json)
+        .into_iter()
+        .any(|(t, s, _)| t == "Ready" && s == "True");
+    if phase == "Running" && ready_cond && not_ready.is_empty() {
+        Check::Ready(())
+    } else {
+        Check::Pending(format!(
+            "pod {name} is {phase}{}",
+            if not_ready.is_empty() {
+                String::new()
+            } else {
+                format!("; not ready: {}", not_ready.join(", "))
+            }
+        ))
+    }
+}
+
+/// Whether the sidecar injector's webhook carries the CA bundle istiod patches in.
+///
+/// An empty caBundle means istiod has not patched it yet: keep waiting. When the harness
+/// plugged in its own CA (`expected_root`), the bundle must hold that root; a different one
+/// will not change by waiting and fails at once, naming both fingerprints.
+pub fn webhook_ca_bundle(
+    webhook: &MutatingWebhookConfiguration,
+    expected_root: Option<&str>,
+) -> Check<()> {
+    let name = webhook.metadata.name.clone().unwrap_or_default();
+    let hooks = webhook.webhooks.clone().unwrap_or_default();
+    if hooks.is_empty() {
+        return Check::Pending(format!(
+            "MutatingWebhookConfiguration {name} has no webhooks"
+        ));
+    }
+    let expected = match expected_root.map(ca::certificates).transpose() {
+        Ok(e) => e,
+        Err(e) => return Check::Failed(e.context("reading the plugged-in root certificate")),
+    };
+    for hook in &hooks {
+        let bundle = hook
+            .client_config
+            .ca_bundle
+            .as_ref()
+            .map(|b| b.0.clone())
+            .unwrap_or_default();
+        if bundle.is_empty() {
+            return Check::Pending(format!(
+                "webhook `{}` of {name} has no caBundle yet (istiod patches it in once it runs)",
+                hook.name
+            ));
+        }
+        let Some(expected) = &expected else { continue };
+        let text = String::from_utf8_lossy(&bundle);
+        let have = match ca::certificates(&text) {
+            Ok(h) => h,
+            Err(e) => {
+                return Check::Failed(anyhow::anyhow!(
+                    "the caBundle of webhook `{}` of {name} is not PEM: {e:#}",
+                    hook.name
+                ));
+            }
+        };
+        if !have.iter().any(|c| c == &expected[0]) {
+            let have: Vec<String> = have.iter().map(|c| ca::fingerprint_der(c)).collect();
+            return Check::Failed(anyhow::anyhow!(
+                "the caBundle of webhook `{}` of {name} holds {} but the plugged-in root is {}: istiod does not use the harness's CA (was the `cacerts` secret in place before istiod started?)",
+                hook.name,
+                have.join(", "),
+                ca::fingerprint_der(&expected[0])
+            ));
+        }
+    }
+    Check::Ready(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+    use serde_json::json;
+
+    fn deployment(generation: i64, status: serde_json::Value) -> Deployment {
+        serde_json::from_value(json!({
+            "metadata": {"name": "podinfo-ga", "namespace": "test", "generation": generation},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "podinfo"}},
+                     "template": {"metadata": {"labels": {"app": "podinfo"}}, "spec": {"containers": [{"name": "podinfo", "image": "x"}]}}},
+            "status": status
+        }))
+        .unwrap()
+    }
+
+    #[rstest]
+    #[case::rolled_out(2, json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}), "ready")]
+    #[case::old_generation(3, json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}), "observedGeneration 2")]
+    #[case::not_available(2, json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 1}), "1/2 available")]
+    #[case::old_replica_left(2, json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 2, "availableReplicas": 3}), "3 in total")]
+    #[case::deadline(2, json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 1, "availableReplicas": 1,
+        "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}]}), "failed")]
+    #[case::no_status(1, serde_json::Value::Null, "no status")]
+    fn deployment_rollouts(
+        #[case] generation: i64,
+        #[case] status: serde_json::Value,
+        #[case] want: &str,
+    ) {
+        match (deployment_rolled_out(&deployment(generation, status)), want) {
+            (Check::Ready(()), "ready") => {}
+            (Check::Failed(e), "failed") => {
+                assert!(e.to_string().contains("progress deadline"), "{e}")
+            }
+            (Check::Pending(seen), w) => assert!(seen.contains(w), "{seen}"),
+            (other, w) => panic!("want {w}, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_wait_that_gives_up_names_what_and_the_last_thing_seen() {
+        let log = WaitLog::default();
+        let bounds = Bounds {
+            timeout: Duration::from_millis(60),
+            interval: Duration::from_millis(5),
+        };
+        let mut n = 0;
+        let err = wait_for::<(), _, _>("Deployment test/podinfo-ga", bounds, &log, || {
+            n += 1;
+            let seen = format!("look {n}");
+            async move { Ok(Check::Pending(seen)) }
+        })
+        .await
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("Deployment test/podinfo-ga"), "{text}");
+        assert!(text.contains(&format!("look {n}")), "{text}");
+        assert!(log.lines().iter().any(|l| l.starts_with("GAVE UP")));
+    }
+}
