@@ -2,8 +2,12 @@
 
 pub mod backend;
 pub mod cluster;
+pub mod cluster_tools;
 pub mod e2e;
 pub mod envoy_tool;
+pub mod invocation;
+pub mod istioctl;
+pub mod kind;
 pub mod test;
 
 use std::path::{Path, PathBuf};
