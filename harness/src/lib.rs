@@ -16,6 +16,7 @@ pub mod mesh;
 pub mod prober;
 pub mod process;
 pub mod progress;
+pub mod render;
 pub mod report;
 pub mod routing;
 pub mod run;

@@ -208,6 +208,7 @@ pub async fn finish(
             return Err(e);
         }
     };
+    let written = harness::render::write_all(&report, dir);
     if !report.passed {
         if let Err(e) = mesh.diagnostics(&dir.join("diagnostics")).await {
             tracing::warn!("collecting diagnostics failed: {e:#}");
@@ -215,7 +216,11 @@ pub async fn finish(
     }
     mesh.shutdown().await?;
     print!("{}", report::terminal_table(&report));
-    println!("reports: {}", dir.display());
+    let written = written.context("writing the reports")?;
+    println!("reports:");
+    for path in std::iter::once(dir.join(report::REPORT_JSON)).chain(written) {
+        println!("  {}", path.display());
+    }
     Ok(match (&report.aborted, report.passed) {
         (Some(reason), _) => {
             eprintln!("error: the run stopped early: {reason}");

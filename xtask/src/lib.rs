@@ -3,6 +3,7 @@
 pub mod backend;
 pub mod cluster;
 pub mod cluster_tools;
+pub mod demo;
 pub mod e2e;
 pub mod envoy_tool;
 pub mod invocation;
@@ -36,6 +37,8 @@ pub struct Cli {
 pub enum Command {
     /// Walk a scenario's weight stages on a mesh and check the observed split.
     E2e(e2e::Args),
+    /// The classic Istio canary tutorial, section by section, narrated over a real run.
+    Demo(demo::Args),
     /// Run the project's tests, installing what they need first.
     Test(test::Args),
     /// Fill the tool cache (Envoy) and print where the tools are.
@@ -49,6 +52,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> u8 {
     let result = match cli.command {
         Command::E2e(args) => e2e::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Test(args) => test::run(args),
         Command::Tools(args) => e2e::tools(args),
         Command::Backend(args) => backend::run(args),
