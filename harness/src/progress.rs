@@ -41,6 +41,17 @@ impl TerminalProgress {
 }
 
 impl Observer for TerminalProgress {
+    fn mesh_starting(&self, mesh: &str) {
+        let bar = self.spinner(format!("bringing up the {mesh} mesh"));
+        *self.current.lock().expect("progress lock") = Some(bar);
+    }
+
+    fn mesh_ready(&self, _mesh: &str, _elapsed: Duration) {
+        if let Some(bar) = self.current.lock().expect("progress lock").take() {
+            bar.finish_and_clear();
+        }
+    }
+
     fn stage_started(&self, stage: &Stage, _before: &VirtualService, _after: &VirtualService) {
         let bar = self.spinner(format!(
             "stage `{}`: waiting for the proxies to route with {:?}",

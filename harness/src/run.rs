@@ -42,6 +42,9 @@ impl RunOptions {
 /// Watches a walk as it goes: progress bars, the demo's narration. All methods default to
 /// nothing.
 pub trait Observer: Send + Sync {
+    /// The mesh is being brought up (processes, or a cluster with Istio: minutes).
+    fn mesh_starting(&self, _mesh: &str) {}
+    fn mesh_ready(&self, _mesh: &str, _elapsed: Duration) {}
     fn stage_started(&self, _stage: &Stage, _before: &VirtualService, _after: &VirtualService) {}
     fn converged(&self, _stage: &Stage, _elapsed: Duration) {}
     fn sampling_started(&self, _stage: &Stage, _entry: EntryPoint, _plan: &Plan) {}

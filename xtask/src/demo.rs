@@ -590,6 +590,25 @@ impl Narrator {
 }
 
 impl Observer for Narrator {
+    fn mesh_starting(&self, mesh: &str) {
+        let spinner = self
+            .progress
+            .spinner(format!("bringing up the {mesh} mesh"));
+        *self.wait.lock().expect("narrator lock") = Some(spinner);
+    }
+
+    fn mesh_ready(&self, mesh: &str, elapsed: Duration) {
+        if let Some(spinner) = self.wait.lock().expect("narrator lock").take() {
+            spinner.finish_and_clear();
+        }
+        if !self.stopping() {
+            self.say(format!(
+                "the {mesh} mesh is up after {:.1} s",
+                elapsed.as_secs_f64()
+            ));
+        }
+    }
+
     fn stage_started(&self, stage: &Stage, before: &VirtualService, after: &VirtualService) {
         if self.stopping() {
             return;

@@ -140,7 +140,12 @@ pub fn drive(
         .build()?;
     runtime.block_on(async {
         let work = async {
-            let mut mesh = open_mesh(prepared, setup, &options).await?;
+            let name = mesh_name(setup.kind);
+            observer.mesh_starting(name);
+            let opened = std::time::Instant::now();
+            let mesh = open_mesh(prepared, setup, &options).await;
+            observer.mesh_ready(name, opened.elapsed());
+            let mut mesh = mesh?;
             let report =
                 run::walk(&prepared.scenario, &prepared.routing, mesh.as_mut(), &options, observer).await;
             finish(report, mesh, &options.report_dir).await

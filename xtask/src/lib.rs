@@ -70,12 +70,28 @@ pub fn run(cli: Cli) -> u8 {
     }
 }
 
-pub fn init_tracing() {
+impl Command {
+    /// The demo narrates; its log would only interleave with the story.
+    pub fn default_log_level(&self) -> &'static str {
+        match self {
+            Command::Demo(_) => "warn",
+            _ => "info",
+        }
+    }
+}
+
+/// Logs go to stderr; `RUST_LOG` overrides `default_level`. Colors only on a terminal, and
+/// never with `NO_COLOR`.
+pub fn init_tracing(default_level: &str) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .with_target(false)
         .try_init();
 }

@@ -9,7 +9,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = xtask::Cli::parse();
-    xtask::init_tracing();
+    xtask::init_tracing(cli.command.default_log_level());
     let code = xtask::run(cli);
     ExitCode::from(code)
 }
