@@ -235,18 +235,6 @@ pub fn terminal_table(report: &Report) -> String {
     for e in report.failed_entries() {
         let _ = writeln!(out, "FAIL {} / {}: {}", e.stage_name, e.entry, e.reason);
     }
-    let _ = writeln!(
-        out,
-        "{}: scenario `{}` on the {} mesh, {} stages × {} entry points in {:.1} s (α = {}, β = {}, δ = {} points)",
-        if report.passed { "PASSED" } else { "FAILED" },
-        report.scenario,
-        report.mesh,
-        report.stages.len(),
-        report.entry_points.len(),
-        report.wall_time_s,
-        report.budget.alpha,
-        report.budget.beta,
-        report.budget.delta * 100.0,
-    );
+    let _ = writeln!(out, "{}", crate::render::headline(report));
     out
 }

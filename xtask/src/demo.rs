@@ -20,7 +20,7 @@ use harness::progress::TerminalProgress;
 use harness::render;
 use harness::report::{self, EntryReport, Report, StageReport};
 use harness::routing::EntryPoint;
-use harness::run::{Observer, RunOptions};
+use harness::run::Observer;
 use harness::scenario::Stage;
 use harness::stats::Plan;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -32,18 +32,8 @@ use crate::{cluster, envoy_tool, exit, project_root};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The scenario to walk.
-    #[arg(long, default_value = "scenarios/tutorial.yaml")]
-    pub scenario: PathBuf,
-    /// Where the mesh runs.
-    #[arg(long, value_enum, default_value_t = MeshKind::Kind)]
-    pub mesh: MeshKind,
-    /// Where reports go (default: target/canary/<scenario>-<mesh>-demo).
-    #[arg(long)]
-    pub report_dir: Option<PathBuf>,
-    /// Bound on waiting for the proxies to route with a stage's weights, in seconds.
-    #[arg(long, default_value_t = 60)]
-    pub converge_timeout: u64,
+    #[command(flatten)]
+    pub walk: e2e::WalkArgs,
     /// Wait for Enter between sections (when stdin is a terminal; otherwise run straight through).
     #[arg(long)]
     pub step: bool,
@@ -60,22 +50,20 @@ const CANARY_CELL: char = '▒';
 const EMPTY_CELL: char = '·';
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
-    let mut prepared = e2e::prepare(&args.scenario, args.mesh, args.report_dir.as_deref())?;
-    if args.report_dir.is_none() {
+    let walk = &args.walk;
+    let mut prepared = e2e::prepare(&walk.scenario, walk.mesh, walk.report_dir.as_deref())?;
+    if walk.report_dir.is_none() {
         prepared.report_dir = demo_dir(&prepared.report_dir);
     }
     let setup = MeshSetup {
-        kind: args.mesh,
+        kind: walk.mesh,
         tools: args.tools.clone(),
         cluster: args.cluster.clone(),
     };
     let narrator = Narrator::new(&prepared, args.step);
-    narrator.introduction(&prepared, args.mesh);
+    narrator.introduction(&prepared, walk.mesh);
     narrator.set_up(&prepared, &setup)?;
-    let options = RunOptions {
-        converge_timeout: Duration::from_secs(args.converge_timeout),
-        ..RunOptions::new(prepared.report_dir.clone())
-    };
+    let options = walk.options(prepared.report_dir.clone());
     let code = e2e::drive(&prepared, &setup, options, &narrator)?;
     if code == exit::INTERRUPTED {
         return Ok(code);

@@ -25,20 +25,36 @@ pub enum MeshKind {
     Local,
 }
 
-#[derive(Debug, clap::Args)]
-pub struct Args {
+/// What to walk, on which mesh, and where the reports go: shared by `e2e` and `demo`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WalkArgs {
     /// The scenario to walk.
     #[arg(long, default_value = "scenarios/tutorial.yaml")]
     pub scenario: PathBuf,
     /// Where the mesh runs.
     #[arg(long, value_enum, default_value_t = MeshKind::Kind)]
     pub mesh: MeshKind,
-    /// Where reports go (default: target/canary/<scenario>-<mesh>).
+    /// Where reports go (default: target/canary/<scenario>-<mesh>, `-demo` added for the demo).
     #[arg(long)]
     pub report_dir: Option<PathBuf>,
     /// Bound on waiting for the proxies to route with a stage's weights, in seconds.
     #[arg(long, default_value_t = 60)]
     pub converge_timeout: u64,
+}
+
+impl WalkArgs {
+    pub fn options(&self, report_dir: PathBuf) -> RunOptions {
+        RunOptions {
+            converge_timeout: Duration::from_secs(self.converge_timeout),
+            ..RunOptions::new(report_dir)
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub walk: WalkArgs,
     /// Print every tool command, file and Kubernetes object the run would use, and stop.
     #[arg(long)]
     pub dry_run: bool,
@@ -99,17 +115,15 @@ pub fn mesh_name(mesh: MeshKind) -> &'static str {
 }
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
-    let prepared = prepare(&args.scenario, args.mesh, args.report_dir.as_deref())?;
+    let walk = &args.walk;
+    let prepared = prepare(&walk.scenario, walk.mesh, walk.report_dir.as_deref())?;
     if args.dry_run {
-        return cluster::dry_run(&prepared, args.mesh, &args.tools, &args.cluster);
+        return cluster::dry_run(&prepared, walk.mesh, &args.tools, &args.cluster);
     }
-    let options = RunOptions {
-        converge_timeout: Duration::from_secs(args.converge_timeout),
-        ..RunOptions::new(prepared.report_dir.clone())
-    };
+    let options = walk.options(prepared.report_dir.clone());
     let progress = TerminalProgress::new();
     let setup = MeshSetup {
-        kind: args.mesh,
+        kind: walk.mesh,
         tools: args.tools.clone(),
         cluster: args.cluster.clone(),
     };
