@@ -147,13 +147,9 @@ impl LocalMesh {
         Ok(mesh)
     }
 
-    /// The addresses of Envoy's admin interface and listeners, for diagnostics and tests.
+    /// The address of Envoy's admin interface, for logs and diagnostics.
     pub fn admin(&self) -> SocketAddr {
         self.admin
-    }
-
-    pub fn listener(&self, entry: EntryPoint) -> Option<SocketAddr> {
-        self.listeners.get(&entry).copied()
     }
 
     async fn await_admin(&mut self, path: &Path, timeout: Duration) -> anyhow::Result<SocketAddr> {

@@ -4,7 +4,6 @@
 //! mesh, or a port-forward to Istio's gateway) or, on a cluster, a client pod inside the mesh.
 //! Failed requests are recorded as errors and never counted for either version.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -168,9 +167,6 @@ impl Target for HttpTarget {
         Ok(samples)
     }
 }
-
-/// A target shared between tasks.
-pub type SharedTarget = Arc<dyn Target>;
 
 #[cfg(test)]
 mod tests {

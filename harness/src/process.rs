@@ -43,10 +43,6 @@ impl ChildGuard {
         })
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     pub fn id(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }

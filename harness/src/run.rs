@@ -53,15 +53,6 @@ pub trait Observer: Send + Sync {
     fn stage_done(&self, _stage: &StageReport) {}
 }
 
-/// An observer that watches nothing.
-pub struct Quiet;
-impl Observer for Quiet {}
-
-/// Why a walk stopped before its end.
-pub fn abort_reason(report: &Report) -> Option<&str> {
-    report.aborted.as_deref()
-}
-
 /// Walks every stage of the scenario on the mesh and returns the report (written to
 /// `report.json` too). Mesh failures end the walk early with `aborted` set in the report.
 pub async fn walk(
