@@ -123,6 +123,47 @@ fn a_stage_expecting_20_points_less_canary_fails_with_a_clear_reason() {
     );
 }
 
+#[test]
+fn failed_requests_count_for_no_version_and_slow_backends_show_in_latency() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = scenario_in(
+        dir.path(),
+        "name: flaky-canary\nmanifests: manifests\nvirtual_service: podinfo\nbaseline: ga\ncanary: canary\n\
+         statistics: { alpha: 0.01, beta: 0.1, delta: 0.1 }\n\
+         local:\n  backends:\n    canary: { delay_ms: 40, error_rate: 0.3 }\n\
+         stages:\n  - name: half\n    weights: { ga: 50, canary: 50 }\n",
+    );
+    let reports = dir.path().join("reports");
+    xtask()
+        .args(["e2e", "--mesh", "local", "--scenario"])
+        .arg(&scenario)
+        .arg("--report-dir")
+        .arg(&reports)
+        .assert()
+        .code(1);
+    let report = read_report(&reports);
+    for e in report["stages"][0]["entries"].as_array().unwrap() {
+        let errors = e["errors"].as_u64().unwrap();
+        assert!(errors > 0, "the canary fails 30 % of its requests");
+        assert_eq!(e["error_kinds"]["HTTP 500"].as_u64().unwrap(), errors);
+        let good: u64 = e["counts"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum();
+        assert_eq!(
+            e["requests"].as_u64().unwrap(),
+            good + errors,
+            "errors are counted apart"
+        );
+        let reason = e["reason"].as_str().unwrap();
+        assert!(reason.contains("requests failed"), "{reason}");
+        // The fixed delay is a floor on the canary's latency; no upper bound is asserted.
+        assert!(e["latency"]["canary"]["p50_ms"].as_f64().unwrap() >= 40.0);
+    }
+}
+
 /// Bad input: exit 2, the file, the field and the fix, and nothing started or written.
 #[rstest::rstest]
 #[case::weights_sum(
