@@ -146,6 +146,8 @@ fn failed_requests_count_for_no_version_and_slow_backends_show_in_latency() {
         let errors = e["errors"].as_u64().unwrap();
         assert!(errors > 0, "the canary fails 30 % of its requests");
         assert_eq!(e["error_kinds"]["HTTP 500"].as_u64().unwrap(), errors);
+        assert_eq!(e["errors_by_subset"]["canary"].as_u64().unwrap(), errors);
+        assert!(e["errors_by_subset"].get("ga").is_none());
         let good: u64 = e["counts"]
             .as_object()
             .unwrap()

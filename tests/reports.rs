@@ -242,6 +242,7 @@ fn report(failing: &[&str], aborted_after: Option<usize>) -> Report {
                 unexpected: BTreeMap::new(),
                 errors: 0,
                 error_kinds: BTreeMap::new(),
+                errors_by_subset: BTreeMap::new(),
                 error_rate: 0.0,
                 observed_share: verdict.observed_share,
                 interval: verdict.interval,

@@ -75,6 +75,9 @@ pub struct EntryReport {
     pub unexpected: BTreeMap<String, u64>,
     pub errors: u64,
     pub error_kinds: BTreeMap<String, u64>,
+    /// Failed requests per subset, where the failed answer said which version gave it.
+    #[serde(default)]
+    pub errors_by_subset: BTreeMap<String, u64>,
     pub error_rate: f64,
     pub observed_share: f64,
     /// Clopper–Pearson interval of the canary share at 1 − α per test.

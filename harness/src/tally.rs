@@ -32,12 +32,20 @@ pub fn judge(m: Measurement<'_>) -> EntryReport {
         .collect();
     let mut unexpected = BTreeMap::new();
     let mut error_kinds = BTreeMap::new();
+    let mut errors_by_subset = BTreeMap::new();
     let mut latencies: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut errors = 0u64;
     for s in m.samples {
         if let Some(error) = &s.error {
             errors += 1;
             *error_kinds.entry(error.clone()).or_insert(0) += 1;
+            if let Some(subset) = s
+                .version
+                .as_deref()
+                .and_then(|v| m.routing.subset_of_version(v))
+            {
+                *errors_by_subset.entry(subset.name.clone()).or_insert(0) += 1;
+            }
             continue;
         }
         let version = s.version.as_deref().unwrap_or_default();
@@ -111,6 +119,7 @@ pub fn judge(m: Measurement<'_>) -> EntryReport {
         unexpected,
         errors,
         error_kinds,
+        errors_by_subset,
         error_rate,
         observed_share: judgement.observed_share,
         interval: judgement.interval,
@@ -294,6 +303,8 @@ mod tests {
         assert_eq!(e.counts["canary"], 100);
         assert_eq!(e.errors, 5);
         assert_eq!(e.error_kinds["HTTP 500"], 5);
+        // The failed answers named the canary's version: attributed, but not counted as answers.
+        assert_eq!(e.errors_by_subset["canary"], 5);
         assert!((e.observed_share - 0.1).abs() < 1e-12);
     }
 

@@ -340,6 +340,7 @@ pub(crate) mod fixture {
                     unexpected: BTreeMap::new(),
                     errors: 0,
                     error_kinds: BTreeMap::new(),
+                    errors_by_subset: BTreeMap::new(),
                     error_rate: 0.0,
                     observed_share: j.observed_share,
                     interval: j.interval,
