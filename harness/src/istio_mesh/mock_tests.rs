@@ -10,6 +10,7 @@ use kube::Client;
 use kube::client::Body;
 use serde_json::{Value, json};
 
+use super::await_weights_tests::{ScriptedDumps, gateway_dump};
 use super::*;
 use crate::manifests::Manifests;
 use crate::scenario::Scenario;
@@ -24,7 +25,8 @@ struct Recorded {
 
 type Log = Arc<Mutex<Vec<Recorded>>>;
 
-/// A client whose requests are answered by `respond` (status, JSON body) and recorded.
+/// A client whose requests are answered by `respond` (status, JSON body; a JSON string goes out
+/// as plain text, as pod logs do) and recorded.
 fn mock_client<F>(respond: F) -> (Client, Log)
 where
     F: Fn(&Recorded) -> (u16, Value) + Send + 'static,
@@ -49,10 +51,14 @@ where
             };
             let (status, answer) = respond(&rec);
             seen.lock().unwrap().push(rec);
+            let body = match answer {
+                Value::String(text) => text.into_bytes(),
+                json => serde_json::to_vec(&json).unwrap(),
+            };
             send.send_response(
                 Response::builder()
                     .status(status)
-                    .body(Body::from(serde_json::to_vec(&answer).unwrap()))
+                    .body(Body::from(body))
                     .unwrap(),
             );
         }
@@ -533,4 +539,282 @@ fn the_plan_lists_objects_in_apply_order_and_the_waits() {
     assert!(text.contains("field manager canary-harness"));
     assert!(text.contains("Pod test/canary-mesh-client"));
     assert!(text.contains("Gateway port 80 (Host podinfo.example.com)"));
+}
+
+const GA_POD: &str = "podinfo-ga-5f7d9c8b4-q8w2n";
+const ISTIOD_POD: &str = "istiod-6d8f9b7c5-kq2zt";
+const GATEWAY_POD: &str = super::await_weights_tests::GATEWAY_POD;
+
+fn forbidden(what: &str) -> (u16, Value) {
+    (
+        403,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "reason": "Forbidden", "code": 403,
+               "message": format!("{what} is forbidden: User \"system:serviceaccount:ci:harness\" cannot get it")}),
+    )
+}
+
+fn event(ns: &str, at: &str, type_: &str, object: &str, reason: &str, message: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": format!("{object}.18a1"), "namespace": ns},
+           "involvedObject": {"kind": "Pod", "name": object, "namespace": ns},
+           "type": type_, "reason": reason, "message": message, "lastTimestamp": at, "count": 1,
+           "source": {"component": "kubelet"}})
+}
+
+/// A pod with native sidecars as Istio 1.30 injects them (init containers, `restartPolicy:
+/// Always`) or plain containers.
+fn pod(ns: &str, name: &str, init: &[&str], containers: &[&str]) -> Value {
+    let specs = |names: &[&str]| {
+        names
+            .iter()
+            .map(|n| json!({"name": n, "image": "x"}))
+            .collect::<Vec<_>>()
+    };
+    let statuses = |names: &[&str]| {
+        names
+            .iter()
+            .map(|n| {
+                json!({"name": n, "ready": true, "restartCount": 0, "image": "x", "imageID": "",
+        "state": {"running": {"startedAt": "2026-11-27T09:58:00Z"}}})
+            })
+            .collect::<Vec<_>>()
+    };
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns},
+           "spec": {"initContainers": specs(init), "containers": specs(containers)},
+           "status": {"phase": "Running", "initContainerStatuses": statuses(init), "containerStatuses": statuses(containers)}})
+}
+
+fn list(kind: &str, items: Vec<Value>) -> Value {
+    json!({"apiVersion": "v1", "kind": kind, "metadata": {"resourceVersion": "4711"}, "items": items})
+}
+
+/// The two namespaces of a run; every request whose URI contains `refuse` gets a 403.
+fn cluster(refuse: &'static str) -> impl Fn(&Recorded) -> (u16, Value) {
+    move |rec| {
+        if !refuse.is_empty() && rec.uri.contains(refuse) {
+            return forbidden(rec.uri.split('?').next().unwrap());
+        }
+        let path = rec.uri.split('?').next().unwrap_or_default();
+        let query = rec.uri.split_once('?').map(|(_, q)| q).unwrap_or_default();
+        match path {
+            "/api/v1/namespaces/test/events" => (
+                200,
+                list(
+                    "EventList",
+                    vec![
+                        event(
+                            "test",
+                            "2026-11-27T10:02:00Z",
+                            "Warning",
+                            GA_POD,
+                            "Unhealthy",
+                            "Readiness probe failed: HTTP probe failed with statuscode: 503",
+                        ),
+                        event(
+                            "test",
+                            "2026-11-27T10:01:00Z",
+                            "Normal",
+                            GA_POD,
+                            "Started",
+                            "Started container podinfo",
+                        ),
+                    ],
+                ),
+            ),
+            "/api/v1/namespaces/istio-system/events" => (200, list("EventList", vec![])),
+            "/api/v1/namespaces/test/pods" => (
+                200,
+                list(
+                    "PodList",
+                    vec![pod(
+                        "test",
+                        GA_POD,
+                        &["istio-init", "istio-proxy"],
+                        &["podinfo"],
+                    )],
+                ),
+            ),
+            "/api/v1/namespaces/istio-system/pods" => (
+                200,
+                list(
+                    "PodList",
+                    vec![
+                        pod("istio-system", ISTIOD_POD, &[], &["discovery"]),
+                        pod("istio-system", GATEWAY_POD, &[], &["istio-proxy"]),
+                    ],
+                ),
+            ),
+            p if p.ends_with("/log") => {
+                let pod = p.rsplit('/').nth(1).unwrap();
+                let container = query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("container="))
+                    .unwrap();
+                (200, json!(format!("log of {pod}/{container}\n")))
+            }
+            _ => not_found(),
+        }
+    }
+}
+
+fn diagnostics_dumps() -> ScriptedDumps {
+    ScriptedDumps::default()
+        .with(GATEWAY_POD, vec![Ok(gateway_dump("2026-11-27T10:00:05Z/14", &[("ga", 90), ("canary", 10)]))])
+        .with(CLIENT_POD, vec![Err("exec `pilot-agent request GET config_dump` in pod canary-mesh-client container istio-proxy: container not found".into())])
+}
+
+/// Collects the bundle of the tutorial's proxies into a fresh dir; returns the dir, the
+/// requests and README.txt.
+async fn collect_bundle(refuse: &'static str) -> (tempfile::TempDir, Vec<Recorded>, String) {
+    let (client, log) = mock_client(cluster(refuse));
+    let dir = tempfile::tempdir().unwrap();
+    let waits = WaitLog::default();
+    waits.note("waiting (at most 300s) for Deployment test/podinfo-ga rolled out and available");
+    waits.note("GAVE UP after 300s: Deployment test/podinfo-ga rolled out and available; last seen: 0/1 available");
+    let proxies: Vec<ProxyRef> = super::await_weights_tests::views()
+        .into_iter()
+        .map(|v| v.proxy)
+        .collect();
+    diagnostics::collect(
+        &client,
+        &diagnostics_dumps(),
+        dir.path(),
+        &["test", ISTIO_NAMESPACE],
+        &proxies,
+        &waits,
+    )
+    .await
+    .unwrap();
+    let readme = std::fs::read_to_string(dir.path().join("README.txt")).unwrap();
+    let requests = log.lock().unwrap().clone();
+    (dir, requests, readme)
+}
+
+#[tokio::test]
+async fn diagnostics_read_events_pods_and_every_containers_log_of_both_namespaces() {
+    let (dir, requests, readme) = collect_bundle("").await;
+    let uris: Vec<String> = requests
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.uri))
+        .collect();
+    assert_eq!(
+        uris,
+        [
+            "GET /api/v1/namespaces/test/events?".to_string(),
+            "GET /api/v1/namespaces/test/pods?".to_string(),
+            format!(
+                "GET /api/v1/namespaces/test/pods/{GA_POD}/log?&container=istio-init&tailLines=300"
+            ),
+            format!(
+                "GET /api/v1/namespaces/test/pods/{GA_POD}/log?&container=istio-proxy&tailLines=300"
+            ),
+            format!(
+                "GET /api/v1/namespaces/test/pods/{GA_POD}/log?&container=podinfo&tailLines=300"
+            ),
+            "GET /api/v1/namespaces/istio-system/events?".to_string(),
+            "GET /api/v1/namespaces/istio-system/pods?".to_string(),
+            format!(
+                "GET /api/v1/namespaces/istio-system/pods/{ISTIOD_POD}/log?&container=discovery&tailLines=300"
+            ),
+            format!(
+                "GET /api/v1/namespaces/istio-system/pods/{GATEWAY_POD}/log?&container=istio-proxy&tailLines=300"
+            ),
+        ]
+    );
+
+    let read = |f: &str| {
+        std::fs::read_to_string(dir.path().join(f)).unwrap_or_else(|e| panic!("{f}: {e}"))
+    };
+    assert!(read("waits.txt").contains("GAVE UP after 300s: Deployment test/podinfo-ga"));
+    // Events oldest first, with type, object, reason and message.
+    assert_eq!(
+        read("test/events.txt"),
+        format!(
+            "2026-11-27T10:01:00Z Normal Pod/{GA_POD}: Started Started container podinfo\n\
+             2026-11-27T10:02:00Z Warning Pod/{GA_POD}: Unhealthy Readiness probe failed: HTTP probe failed with statuscode: 503\n"
+        )
+    );
+    assert_eq!(read("istio-system/events.txt"), "");
+    let pods = read("test/pods.txt");
+    assert!(
+        pods.starts_with(&format!(
+            "{GA_POD}: phase Running\n  istio-init ready=true restarts=0 state="
+        )),
+        "{pods}"
+    );
+    assert!(
+        pods.contains("  podinfo ready=true restarts=0 state={\"running\""),
+        "{pods}"
+    );
+    assert_eq!(
+        read(&format!("test/logs/{GA_POD}.podinfo.log")),
+        format!("log of {GA_POD}/podinfo\n")
+    );
+    assert_eq!(
+        read(&format!("test/logs/{GA_POD}.istio-proxy.log")),
+        format!("log of {GA_POD}/istio-proxy\n")
+    );
+    assert_eq!(
+        read(&format!("istio-system/logs/{GATEWAY_POD}.istio-proxy.log")),
+        format!("log of {GATEWAY_POD}/istio-proxy\n")
+    );
+    // The gateway's config_dump as it was read; the client's exec failure is noted instead.
+    let dump: Value = serde_json::from_str(&read("gateway-config_dump.json")).unwrap();
+    assert_eq!(
+        dump["configs"][1]["dynamic_route_configs"][0]["route_config"]["name"],
+        "http.8080"
+    );
+    assert!(!dir.path().join("mesh-client-config_dump.json").exists());
+    // After the header's two paragraphs, one line per part that failed.
+    let notes: Vec<&str> = readme.splitn(3, "\n\n").nth(2).unwrap().lines().collect();
+    assert_eq!(
+        notes,
+        [
+            "mesh-client test/canary-mesh-client config_dump: exec `pilot-agent request GET config_dump` in pod canary-mesh-client container istio-proxy: container not found"
+        ],
+        "{readme}"
+    );
+}
+
+/// A refused request costs only its own part of the bundle, and README.txt says which.
+#[rstest::rstest]
+#[case::events_of_istio_system(
+    "/namespaces/istio-system/events",
+    "istio-system: events not listed: ApiError: /api/v1/namespaces/istio-system/events is forbidden",
+    &["istio-system/pods.txt", "istio-system/logs/istiod-6d8f9b7c5-kq2zt.discovery.log"],
+    &["istio-system/events.txt"]
+)]
+#[case::the_log_of_istiod(
+    "/istiod-6d8f9b7c5-kq2zt/log",
+    "istio-system: no log of istiod-6d8f9b7c5-kq2zt/discovery: ApiError: /api/v1/namespaces/istio-system/pods/istiod-6d8f9b7c5-kq2zt/log is forbidden",
+    &["istio-system/pods.txt", "istio-system/logs/istio-ingressgateway-7c9d8b6f4-x2k4p.istio-proxy.log"],
+    &[]
+)]
+#[case::the_pods_of_test(
+    "/namespaces/test/pods",
+    "test: pods not listed: ApiError: /api/v1/namespaces/test/pods is forbidden",
+    &["test/events.txt", "istio-system/pods.txt", "istio-system/logs/istiod-6d8f9b7c5-kq2zt.discovery.log"],
+    &["test/pods.txt"]
+)]
+#[tokio::test]
+async fn a_refused_request_is_noted_and_the_rest_is_collected(
+    #[case] refuse: &'static str,
+    #[case] note: &str,
+    #[case] present: &[&str],
+    #[case] absent: &[&str],
+) {
+    let (dir, _, readme) = collect_bundle(refuse).await;
+    assert!(
+        readme.lines().any(|l| l.starts_with(note)),
+        "missing {note:?} in\n{readme}"
+    );
+    for f in present
+        .iter()
+        .chain(&["waits.txt", "test/events.txt", "gateway-config_dump.json"])
+    {
+        let file = dir.path().join(f);
+        assert!(file.exists(), "{f} missing; README:\n{readme}");
+    }
+    for f in absent {
+        assert!(!dir.path().join(f).exists(), "{f} written");
+    }
 }

@@ -22,6 +22,8 @@ pub mod proxy;
 pub mod waits;
 
 #[cfg(test)]
+mod await_weights_tests;
+#[cfg(test)]
 mod mock_tests;
 
 use std::collections::BTreeMap;
@@ -42,17 +44,17 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::json;
 
 use crate::ca::{self, CaBundle};
-use crate::config_dump::{self, ObservedRoute};
+use crate::config_dump;
 use crate::istio::VirtualService;
 use crate::mesh::Mesh;
 use crate::prober::Target;
 use crate::routing::{EntryPoint, Routing};
 use crate::scenario::Weights;
 
-use self::diagnostics::ProxyRef;
 use self::exec_target::{CLIENT_POD, ExecCurlTarget};
 use self::gateway::ISTIO_NAMESPACE;
 use self::portforward_target::PortForwardTarget;
+use self::proxy::{ConfigDumps, ExecConfigDumps, ProxyRef};
 use self::waits::{Bounds, Check, WaitLog, wait_for};
 
 /// The one field manager of every server-side apply of the harness.
@@ -278,10 +280,62 @@ pub async fn await_ready_pod(
 #[derive(Debug, Clone)]
 struct ProxyView {
     entry: EntryPoint,
-    namespace: String,
-    pod: String,
+    proxy: ProxyRef,
     route_config: String,
     domain: String,
+}
+
+/// Polls the config_dump of every proxy until each routes with `weights` (weight-0
+/// destinations are absent there: Istio drops them). A config_dump that cannot be read counts
+/// as "not yet" for that proxy; on giving up, the error names each proxy and what it last
+/// reported.
+async fn await_proxy_weights(
+    dumps: &dyn ConfigDumps,
+    views: &[ProxyView],
+    weights: &Weights,
+    bounds: Bounds,
+    log: &WaitLog,
+) -> anyhow::Result<()> {
+    let what = format!(
+        "the proxies ({}) to route with {weights:?}",
+        views
+            .iter()
+            .map(|v| format!("{} route `{}`", v.proxy, v.route_config))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    wait_for(&what, bounds, log, move || async move {
+        let mut seen = Vec::new();
+        let mut all_match = true;
+        for v in views {
+            let state = match dumps.dump(&v.proxy).await {
+                Ok(dump) => {
+                    let observed = config_dump::observed_route(&dump, &v.route_config, &v.domain);
+                    let matches = observed
+                        .as_ref()
+                        .is_some_and(|o| config_dump::matches_weights(o, weights));
+                    all_match &= matches;
+                    let state = config_dump::describe(observed.as_ref());
+                    if matches {
+                        format!("{state} (as wanted)")
+                    } else {
+                        state
+                    }
+                }
+                Err(e) => {
+                    all_match = false;
+                    format!("config_dump failed: {e:#}")
+                }
+            };
+            seen.push(format!("{}: {state}", v.proxy));
+        }
+        Ok(if all_match {
+            Check::Ready(())
+        } else {
+            Check::Pending(seen.join("; "))
+        })
+    })
+    .await
 }
 
 pub struct IstioMesh {
@@ -463,8 +517,11 @@ impl IstioMesh {
         // generateVirtualHostDomains, without a port suffix for sidecars).
         self.views.push(ProxyView {
             entry: EntryPoint::Mesh,
-            namespace: ns,
-            pod,
+            proxy: ProxyRef {
+                label: "mesh-client".into(),
+                namespace: ns,
+                pod,
+            },
             route_config: self.routing.port.to_string(),
             domain: self.routing.host.clone(),
         });
@@ -502,22 +559,23 @@ impl IstioMesh {
         self.ingress = Some(Arc::new(target));
         self.views.push(ProxyView {
             entry: EntryPoint::Ingress,
-            namespace: ISTIO_NAMESPACE.to_string(),
-            pod,
+            proxy: ProxyRef {
+                label: "gateway".into(),
+                namespace: ISTIO_NAMESPACE.to_string(),
+                pod,
+            },
             route_config: gateway::route_config_name(port),
             domain: binding.host.clone(),
         });
         Ok(())
     }
 
-    async fn observe(&self, view: &ProxyView) -> anyhow::Result<Option<ObservedRoute>> {
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &view.namespace);
-        let dump = proxy::config_dump(&pods, &view.pod, DUMP_TIMEOUT).await?;
-        Ok(config_dump::observed_route(
-            &dump,
-            &view.route_config,
-            &view.domain,
-        ))
+    /// The proxies' config_dumps, read through exec.
+    fn dumps(&self) -> ExecConfigDumps {
+        ExecConfigDumps {
+            client: self.client.clone(),
+            timeout: DUMP_TIMEOUT,
+        }
     }
 }
 
@@ -538,51 +596,14 @@ impl Mesh for IstioMesh {
     }
 
     /// Polls the config_dump of the gateway and of the client's sidecar until both route with
-    /// `weights` (weight-0 destinations are absent there: Istio drops them).
+    /// `weights` (see [`await_proxy_weights`]).
     async fn await_weights(&mut self, weights: &Weights, timeout: Duration) -> anyhow::Result<()> {
         let started = Instant::now();
-        let views = self.views.clone();
-        let this = &*self;
-        let what = format!(
-            "the proxies ({}) to route with {weights:?}",
-            views
-                .iter()
-                .map(|v| format!(
-                    "{} {}/{} route `{}`",
-                    v.entry, v.namespace, v.pod, v.route_config
-                ))
-                .collect::<Vec<_>>()
-                .join("; ")
-        );
         let bounds = Bounds {
             timeout,
             interval: Duration::from_millis(500),
         };
-        wait_for(&what, bounds, &self.log, || {
-            let views = views.clone();
-            async move {
-                let mut pending = Vec::new();
-                for v in &views {
-                    let observed = this.observe(v).await?;
-                    if !observed
-                        .as_ref()
-                        .is_some_and(|o| config_dump::matches_weights(o, weights))
-                    {
-                        pending.push(format!(
-                            "{}: {}",
-                            v.entry,
-                            config_dump::describe(observed.as_ref())
-                        ));
-                    }
-                }
-                Ok(if pending.is_empty() {
-                    Check::Ready(())
-                } else {
-                    Check::Pending(pending.join("; "))
-                })
-            }
-        })
-        .await?;
+        await_proxy_weights(&self.dumps(), &self.views, weights, bounds, &self.log).await?;
         tracing::debug!("weights reached the proxies after {:?}", started.elapsed());
         Ok(())
     }
@@ -598,20 +619,10 @@ impl Mesh for IstioMesh {
     }
 
     async fn diagnostics(&self, dir: &Path) -> anyhow::Result<()> {
-        let proxies: Vec<ProxyRef> = self
-            .views
-            .iter()
-            .map(|v| ProxyRef {
-                label: match v.entry {
-                    EntryPoint::Ingress => "gateway".into(),
-                    EntryPoint::Mesh => "mesh-client".into(),
-                },
-                namespace: v.namespace.clone(),
-                pod: v.pod.clone(),
-            })
-            .collect();
+        let proxies: Vec<ProxyRef> = self.views.iter().map(|v| v.proxy.clone()).collect();
         let namespaces = [self.routing.namespace.as_str(), ISTIO_NAMESPACE];
-        diagnostics::collect(&self.client, dir, &namespaces, &proxies, &self.log).await
+        let dumps = self.dumps();
+        diagnostics::collect(&self.client, &dumps, dir, &namespaces, &proxies, &self.log).await
     }
 
     async fn shutdown(mut self: Box<Self>) -> anyhow::Result<()> {

@@ -4,11 +4,14 @@
 //! The full dump holds the route configurations (to see the weights a proxy routes with) and
 //! the SDS secrets (to see the workload certificate it serves).
 
+use std::fmt;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use async_trait::async_trait;
 use base64::Engine;
 use k8s_openapi::api::core::v1::Pod;
+use kube::Client;
 use kube::api::{Api, AttachParams};
 use serde_json::Value;
 use tokio::io::AsyncReadExt;
@@ -88,6 +91,42 @@ pub async fn config_dump(pods: &Api<Pod>, pod: &str, timeout: Duration) -> anyho
             String::from_utf8_lossy(&out[..out.len().min(80)])
         )
     })
+}
+
+/// A proxy the harness reads: a pod with an `istio-proxy` container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyRef {
+    /// `gateway` or `mesh-client`: names the proxy in errors and diagnostics files.
+    pub label: String,
+    pub namespace: String,
+    pub pod: String,
+}
+
+impl fmt::Display for ProxyRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}/{}", self.label, self.namespace, self.pod)
+    }
+}
+
+/// Where the proxies' config_dumps come from: exec in the cluster ([`ExecConfigDumps`]), or a
+/// fake in tests (exec is a websocket upgrade that no mocked API server completes).
+#[async_trait]
+pub trait ConfigDumps: Send + Sync {
+    async fn dump(&self, proxy: &ProxyRef) -> anyhow::Result<Value>;
+}
+
+/// `pilot-agent request GET config_dump` through exec ([`config_dump`]), bounded by `timeout`.
+pub struct ExecConfigDumps {
+    pub client: Client,
+    pub timeout: Duration,
+}
+
+#[async_trait]
+impl ConfigDumps for ExecConfigDumps {
+    async fn dump(&self, proxy: &ProxyRef) -> anyhow::Result<Value> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &proxy.namespace);
+        config_dump(&pods, &proxy.pod, self.timeout).await
+    }
 }
 
 /// The workload certificate chain (PEM) the proxy serves: the SDS secret `default` of the
