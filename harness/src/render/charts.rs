@@ -234,7 +234,8 @@ pub fn traffic_chart(report: &Report) -> anyhow::Result<String> {
             })
             .map(|(_, r)| r)
             .fold(1.0, f64::max)
-            * 1.18;
+            // Room above the lines for the stage names and, below them, the legend.
+            * 1.5;
         let mut chart = ChartBuilder::on(root)
             .caption(
                 "Traffic shift: answers per second of each version",
@@ -311,7 +312,7 @@ pub fn traffic_chart(report: &Report) -> anyhow::Result<String> {
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::MiddleLeft)
+            .position(SeriesLabelPosition::Coordinate(12, 30))
             .label_font((FONT, 13))
             .background_style(WHITE.mix(0.9))
             .border_style(EXPECTED.mix(0.4))
