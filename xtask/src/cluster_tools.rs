@@ -457,6 +457,17 @@ mod tests {
     }
 
     /// What the cache holds, as sorted relative paths.
+    /// Runs a download that must fail, checks it left nothing in the cache, returns the error.
+    async fn failed_download(spec: &ToolSpec, cache: &Path) -> String {
+        let release = spec.release.as_ref().expect("a release to download");
+        let err = download(&client(), spec, release, cache)
+            .await
+            .expect_err("the download must fail")
+            .to_string();
+        assert!(listing(cache).is_empty(), "{:?}", listing(cache));
+        err
+    }
+
     fn listing(cache: &Path) -> Vec<String> {
         fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
             let Ok(entries) = std::fs::read_dir(dir) else {
@@ -522,23 +533,10 @@ mod tests {
         ]);
         let cache = tempfile::tempdir().unwrap();
         let spec = spec(release(&server, &pinned));
-        let err = download(
-            &client(),
-            &spec,
-            spec.release.as_ref().unwrap(),
-            cache.path(),
-        )
-        .await
-        .unwrap_err()
-        .to_string();
+        let err = failed_download(&spec, cache.path()).await;
         assert!(err.contains("checksum mismatch"), "{err}");
         assert!(err.contains(&pinned), "{err}");
         assert!(err.contains(&sha256_hex(tampered)), "{err}");
-        assert!(
-            listing(cache.path()).is_empty(),
-            "{:?}",
-            listing(cache.path())
-        );
     }
 
     #[tokio::test]
@@ -554,21 +552,8 @@ mod tests {
         ]);
         let cache = tempfile::tempdir().unwrap();
         let spec = spec(release(&server, &pinned));
-        let err = download(
-            &client(),
-            &spec,
-            spec.release.as_ref().unwrap(),
-            cache.path(),
-        )
-        .await
-        .unwrap_err()
-        .to_string();
+        let err = failed_download(&spec, cache.path()).await;
         assert!(err.contains(&pinned) && err.contains(&other), "{err}");
-        assert!(
-            listing(cache.path()).is_empty(),
-            "{:?}",
-            listing(cache.path())
-        );
     }
 
     #[rstest]
@@ -589,23 +574,10 @@ mod tests {
         let server = Server::start(routes);
         let cache = tempfile::tempdir().unwrap();
         let spec = spec(release(&server, &sum));
-        let err = download(
-            &client(),
-            &spec,
-            spec.release.as_ref().unwrap(),
-            cache.path(),
-        )
-        .await
-        .unwrap_err()
-        .to_string();
+        let err = failed_download(&spec, cache.path()).await;
         assert!(err.contains("404"), "{err}");
         assert!(err.contains(&server.url("/dl/kind-linux-amd64")), "{err}");
         assert!(err.contains("install kind v9.9.9 on PATH"), "{err}");
-        assert!(
-            listing(cache.path()).is_empty(),
-            "{:?}",
-            listing(cache.path())
-        );
     }
 
     #[tokio::test]
@@ -623,21 +595,8 @@ mod tests {
             sha256: "0".repeat(64),
             packaging: Packaging::Binary,
         });
-        let err = download(
-            &client(),
-            &spec,
-            spec.release.as_ref().unwrap(),
-            cache.path(),
-        )
-        .await
-        .unwrap_err()
-        .to_string();
+        let err = failed_download(&spec, cache.path()).await;
         assert!(err.contains("internet access"), "{err}");
-        assert!(
-            listing(cache.path()).is_empty(),
-            "{:?}",
-            listing(cache.path())
-        );
     }
 
     fn tarball(member: &str, bytes: &[u8]) -> Vec<u8> {
