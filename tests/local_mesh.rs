@@ -1,10 +1,21 @@
 //! The whole flow on the local mesh, through the CLI: a real Envoy, real backends, real
 //! requests, and the exit codes a user and CI rely on.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use canary_e2e::{processes_matching, read_report, root, scenario_in, xtask};
 use predicates::str::contains;
+
+/// `xtask e2e --mesh local` of a scenario, with its reports in `reports`.
+fn e2e_local(scenario: &Path, reports: &Path) -> assert_cmd::assert::Assert {
+    xtask()
+        .args(["e2e", "--mesh", "local", "--scenario"])
+        .arg(scenario)
+        .arg("--report-dir")
+        .arg(reports)
+        .assert()
+}
 
 #[test]
 fn the_tutorial_passes_on_both_entry_points() {
@@ -92,12 +103,7 @@ fn a_stage_expecting_20_points_less_canary_fails_with_a_clear_reason() {
          stages:\n  - name: ejected canary\n    weights: { ga: 50, canary: 50 }\n    expect: { ga: 70, canary: 30 }\n",
     );
     let reports = dir.path().join("reports");
-    let out = xtask()
-        .args(["e2e", "--mesh", "local", "--scenario"])
-        .arg(&scenario)
-        .arg("--report-dir")
-        .arg(&reports)
-        .assert()
+    let out = e2e_local(&scenario, &reports)
         .code(1)
         .stdout(contains("FAILED: scenario `off-by-20`"));
     let stdout = String::from_utf8_lossy(&out.get_output().stdout).to_string();
@@ -134,13 +140,7 @@ fn failed_requests_count_for_no_version_and_slow_backends_show_in_latency() {
          stages:\n  - name: half\n    weights: { ga: 50, canary: 50 }\n",
     );
     let reports = dir.path().join("reports");
-    xtask()
-        .args(["e2e", "--mesh", "local", "--scenario"])
-        .arg(&scenario)
-        .arg("--report-dir")
-        .arg(&reports)
-        .assert()
-        .code(1);
+    e2e_local(&scenario, &reports).code(1);
     let report = read_report(&reports);
     for e in report["stages"][0]["entries"].as_array().unwrap() {
         let errors = e["errors"].as_u64().unwrap();
@@ -187,13 +187,7 @@ fn bad_scenarios_exit_2_naming_file_field_and_fix(#[case] tail: &str, #[case] sa
         "name: bad\nmanifests: manifests\nvirtual_service: podinfo\nbaseline: ga\ncanary: canary\n";
     let scenario = scenario_in(dir.path(), &format!("{head}{tail}"));
     let reports = dir.path().join("reports");
-    let out = xtask()
-        .args(["e2e", "--mesh", "local", "--scenario"])
-        .arg(&scenario)
-        .arg("--report-dir")
-        .arg(&reports)
-        .assert()
-        .code(2);
+    let out = e2e_local(&scenario, &reports).code(2);
     let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
     for s in says {
         assert!(stderr.contains(s), "stderr lacks {s:?}:\n{stderr}");
