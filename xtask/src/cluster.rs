@@ -472,12 +472,13 @@ pub fn cluster_plan(
         out.push(tool_line(&kind_spec, cache));
         out.push(tool_line(&istioctl_spec, cache));
     }
+    // The kind cluster the plan names, built once for its create and delete steps.
+    let cluster = Cluster {
+        kind: kind_spec.name.into(),
+        name: args.cluster_name.clone(),
+        kubeconfig: kubeconfig.clone(),
+    };
     if mesh == MeshKind::Kind {
-        let cluster = Cluster {
-            kind: kind_spec.name.into(),
-            name: args.cluster_name.clone(),
-            kubeconfig: kubeconfig.clone(),
-        };
         out.push(step(
             "file",
             format!(
@@ -584,11 +585,6 @@ pub fn cluster_plan(
         ),
     ));
     if mesh == MeshKind::Kind {
-        let cluster = Cluster {
-            kind: kind_spec.name.into(),
-            name: args.cluster_name.clone(),
-            kubeconfig: kubeconfig.clone(),
-        };
         out.push(step(
             "run",
             format!(
