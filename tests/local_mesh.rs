@@ -92,6 +92,33 @@ fn the_tutorial_passes_on_both_entry_points() {
         processes_matching(&dir_text).is_empty(),
         "envoy outlived the run"
     );
+
+    // The dry run printed exactly the steps the run executed, set-up and teardown.
+    let dry = xtask()
+        .args(["e2e", "--mesh", "local", "--dry-run", "--report-dir"])
+        .arg(dir.path())
+        .assert()
+        .code(0);
+    let printed: Vec<String> = String::from_utf8_lossy(&dry.get_output().stdout)
+        .lines()
+        .map(str::trim_start)
+        .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
+        .filter_map(|l| l.split_once(". ").map(|(_, step)| step.to_string()))
+        .collect();
+    let executed: Vec<String> = report["setup"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(executed, printed);
+    assert!(
+        report["setup"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["error"].is_null())
+    );
 }
 
 #[test]
@@ -251,36 +278,36 @@ fn a_missing_scenario_exits_2() {
         .stderr(contains("fix:"));
 }
 
-#[test]
-fn ctrl_c_stops_envoy_and_the_backends() {
-    let dir = tempfile::tempdir().unwrap();
+/// A run of the tutorial whose backends answer slowly, so that the test can interrupt it
+/// mid-sampling; its processes are found by the unique versions `<tag>-<marker>`.
+fn slow_run(dir: &Path, marker: &str, reports: &Path) -> std::process::Child {
     let tutorial = std::fs::read_to_string(root().join("scenarios/tutorial.yaml")).unwrap();
-    // Slow backends keep the run busy; unique versions let the test find its own processes.
     let scenario = tutorial.replace("../manifests", "manifests")
         + "local:\n  backends:\n    ga: { delay_ms: 200 }\n    canary: { delay_ms: 200 }\n";
-    let scenario = scenario_in(dir.path(), &scenario);
+    let scenario = scenario_in(dir, &scenario);
     for (file, tag) in [
         ("podinfo-ga.yaml", "6.14.0"),
         ("podinfo-canary.yaml", "6.14.1"),
     ] {
-        let path = dir.path().join("manifests").join(file);
+        let path = dir.join("manifests").join(file);
         let text = std::fs::read_to_string(&path).unwrap();
-        std::fs::write(&path, text.replace(tag, &format!("{tag}-ctrlc"))).unwrap();
+        std::fs::write(&path, text.replace(tag, &format!("{tag}-{marker}"))).unwrap();
     }
-    let reports = dir.path().join("reports");
-    let mut child = std::process::Command::new(canary_e2e::xtask_bin())
+    std::process::Command::new(canary_e2e::xtask_bin())
         .current_dir(root())
         .args(["e2e", "--mesh", "local", "--scenario"])
         .arg(&scenario)
         .arg("--report-dir")
-        .arg(&reports)
+        .arg(reports)
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .unwrap();
-    // Wait until the first stage is sampling: its first result line is not there yet, but
-    // Envoy has published its admin address.
+        .unwrap()
+}
+
+/// Waits until the run's Envoy published its admin address (the set-up is under way).
+fn await_mesh(reports: &Path) {
     let admin = reports.join("local-mesh").join("envoy-admin-address");
     let deadline = Instant::now() + Duration::from_secs(60);
     while !admin.exists() {
@@ -290,22 +317,77 @@ fn ctrl_c_stops_envoy_and_the_backends() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Ctrl-C and SIGTERM (how CI cancels a job) stop the walk, and the run still writes its
+/// reports, stops every process it started and exits 130.
+#[rstest::rstest]
+#[case::ctrl_c(libc::SIGINT, "sigint")]
+#[case::sigterm(libc::SIGTERM, "sigterm")]
+fn an_interrupt_stops_everything_and_keeps_the_reports(
+    #[case] signal: libc::c_int,
+    #[case] marker: &str,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let reports = dir.path().join("reports");
+    let mut child = slow_run(dir.path(), marker, &reports);
+    await_mesh(&reports);
     std::thread::sleep(Duration::from_millis(500));
     assert!(
-        !processes_matching("6.14.0-ctrlc").is_empty(),
+        !processes_matching(&format!("6.14.0-{marker}")).is_empty(),
         "the backends run"
     );
     unsafe {
-        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+        libc::kill(child.id() as libc::pid_t, signal);
     }
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
     let mut stderr = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert!(stderr.contains("interrupted"), "{stderr}");
-    let left: Vec<String> = processes_matching("-ctrlc")
+    let left: Vec<String> = processes_matching(&format!("-{marker}"))
         .into_iter()
         .chain(processes_matching(&reports.to_string_lossy()))
         .collect();
     assert!(left.is_empty(), "processes outlived the harness: {left:?}");
+    let report = read_report(&reports);
+    assert_eq!(report["aborted"], "interrupted");
+    assert_eq!(report["passed"], false);
+    for file in ["junit.xml", "summary.md", "report.html"] {
+        assert!(reports.join(file).exists(), "{file} was written");
+    }
+    let steps: Vec<&str> = report["setup"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert!(
+        steps.iter().filter(|s| s.starts_with("stop ")).count() == 3,
+        "envoy and both backends stopped: {steps:#?}"
+    );
+}
+
+/// Two runs never share a report folder: the second one stops at once, naming the first.
+#[test]
+fn a_second_run_on_the_same_report_folder_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let reports = dir.path().join("reports");
+    let mut first = slow_run(dir.path(), "lock", &reports);
+    await_mesh(&reports);
+    let out = xtask()
+        .args(["e2e", "--mesh", "local", "--report-dir"])
+        .arg(&reports)
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(
+        stderr.contains(&format!("is in use by the run of process {}", first.id())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--report-dir"), "{stderr}");
+    unsafe {
+        libc::kill(first.id() as libc::pid_t, libc::SIGINT);
+    }
+    assert_eq!(first.wait().unwrap().code(), Some(130));
 }

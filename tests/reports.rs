@@ -290,6 +290,8 @@ fn report(failing: &[&str], aborted_after: Option<usize>) -> Report {
             ("canary".into(), "6.14.1".into()),
         ]
         .into(),
+        setup: Vec::new(),
+        cluster_changes: Default::default(),
         stages,
         wall_time_s: t,
     }
@@ -348,17 +350,21 @@ fn demo_tells_the_tutorial_without_a_terminal() {
         .assert()
         .success();
     let stdout = String::from_utf8_lossy(&assert.get_output().stdout).to_string();
+    // The tutorial's sections in its order, each told from the steps the run executes.
     let sections = [
+        "get the tools",
         "set up a cluster",
         "install Istio",
         "enable sidecar injection and certificates",
         "create the namespace",
         "deploy the GA and canary versions",
         "create the routing resources",
+        "open the entry points",
         "initial state",
         "canary warm-up",
         "canary promotion",
         "full promotion",
+        "clean up",
         "measure request latency for each deployment",
         "observe the traffic shift",
     ];

@@ -295,31 +295,32 @@ pub fn verify_chain(leaf_chain_pem: &str, root_pem: &str) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// A workload certificate as istiod issues it: empty subject, SPIFFE URI, signed by the
+/// bundle's intermediate; returned as leaf + cert-chain. For the cluster meshes' tests.
+#[cfg(any(test, feature = "fake-api"))]
+pub fn workload_chain(ca: &CaBundle) -> String {
+    use rcgen::{ExtendedKeyUsagePurpose, SanType};
+    let key = KeyPair::from_pem(&ca.ca_key_pem).expect("the bundle's key");
+    let issuer = Issuer::from_ca_cert_pem(&ca.ca_cert_pem, key).expect("the bundle's CA");
+    let leaf_key = KeyPair::generate().expect("a key");
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params.subject_alt_names = vec![SanType::URI(
+        "spiffe://cluster.local/ns/test/sa/default"
+            .try_into()
+            .expect("a URI"),
+    )];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let leaf = params.signed_by(&leaf_key, &issuer).expect("signing");
+    format!("{}{}", leaf.pem(), ca.cert_chain_pem)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rcgen::{ExtendedKeyUsagePurpose, SanType};
-
-    /// A workload certificate as istiod issues it: empty subject, SPIFFE URI, signed by the
-    /// bundle's intermediate; returned as leaf + cert-chain.
-    fn workload_chain(ca: &CaBundle) -> String {
-        let key = KeyPair::from_pem(&ca.ca_key_pem).unwrap();
-        let issuer = Issuer::from_ca_cert_pem(&ca.ca_cert_pem, key).unwrap();
-        let leaf_key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::default();
-        params.distinguished_name = DistinguishedName::new();
-        params.subject_alt_names = vec![SanType::URI(
-            "spiffe://cluster.local/ns/test/sa/default"
-                .try_into()
-                .unwrap(),
-        )];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let leaf = params.signed_by(&leaf_key, &issuer).unwrap();
-        format!("{}{}", leaf.pem(), ca.cert_chain_pem)
-    }
 
     #[test]
     fn root_and_intermediate_are_cas_and_chain() {

@@ -69,17 +69,33 @@ pub const ROUTE_FILE: &str = "routes.json";
 /// Response header that names the route version of the local mesh that served a request.
 pub const ROUTE_VERSION_HEADER: &str = "x-canary-route-version";
 
-/// The bootstrap: admin and listeners on loopback port 0, static clusters, RDS from files.
-pub fn bootstrap(
-    routing: &Routing,
-    entries: &[EntryPoint],
-    backends: &[(String, SocketAddr)],
-    root: &Path,
-) -> Value {
+/// Where the clusters file (file-based CDS) lives under the mesh's folder.
+pub fn cluster_dir(root: &Path) -> std::path::PathBuf {
+    root.join("clusters")
+}
+
+pub const CLUSTER_FILE: &str = "clusters.json";
+
+const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+
+/// A file-based config source: the file and the folder whose renames Envoy watches.
+fn file_source(dir: &Path, file: &str) -> Value {
+    json!({
+        "resource_api_version": "V3",
+        "path_config_source": {
+            "path": dir.join(file),
+            "watched_directory": {"path": dir},
+        },
+    })
+}
+
+/// The bootstrap: admin and listeners on loopback port 0; the routes of each listener (RDS)
+/// and the clusters of the subsets (CDS) come from files, as istiod would push them, so Envoy
+/// starts before the backends and learns their addresses like a sidecar learns endpoints.
+pub fn bootstrap(routing: &Routing, entries: &[EntryPoint], root: &Path) -> Value {
     let listeners: Vec<Value> = entries
         .iter()
         .map(|entry| {
-            let dir = route_dir(root, *entry);
             json!({
                 "name": entry.as_str(),
                 "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
@@ -90,13 +106,7 @@ pub fn bootstrap(
                         "stat_prefix": entry.as_str(),
                         "rds": {
                             "route_config_name": route_config_name(routing, *entry),
-                            "config_source": {
-                                "resource_api_version": "V3",
-                                "path_config_source": {
-                                    "path": dir.join(ROUTE_FILE),
-                                    "watched_directory": {"path": dir},
-                                },
-                            },
+                            "config_source": file_source(&route_dir(root, *entry), ROUTE_FILE),
                         },
                         "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}}],
                     },
@@ -104,15 +114,32 @@ pub fn bootstrap(
             })
         })
         .collect();
+    json!({
+        "node": {"id": "canary-harness-local-mesh", "cluster": "canary-harness"},
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+        "dynamic_resources": {"cds_config": file_source(&cluster_dir(root), CLUSTER_FILE)},
+        "static_resources": {"listeners": listeners},
+    })
+}
+
+/// The CDS file: one cluster per subset at its backend's address (none before the backends
+/// run), named as Istio names them.
+pub fn clusters_discovery_response(
+    routing: &Routing,
+    backends: &[(String, SocketAddr)],
+    version: &str,
+) -> Value {
     let clusters: Vec<Value> = backends
         .iter()
         .map(|(subset, addr)| {
+            let name = cluster_name(routing.port, subset, &routing.host);
             json!({
-                "name": cluster_name(routing.port, subset, &routing.host),
+                "@type": CLUSTER,
+                "name": name,
                 "type": "STATIC",
                 "connect_timeout": "1s",
                 "load_assignment": {
-                    "cluster_name": cluster_name(routing.port, subset, &routing.host),
+                    "cluster_name": name,
                     "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
                         "address": addr.ip().to_string(), "port_value": addr.port(),
                     }}}}]}],
@@ -120,10 +147,19 @@ pub fn bootstrap(
             })
         })
         .collect();
+    json!({"version_info": version, "resources": clusters})
+}
+
+/// The RDS file of an entry point before the routing resources exist: a route configuration
+/// with no virtual hosts (Envoy needs the file to start).
+pub fn empty_route_discovery_response(routing: &Routing, entry: EntryPoint) -> Value {
     json!({
-        "node": {"id": "canary-harness-local-mesh", "cluster": "canary-harness"},
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
-        "static_resources": {"listeners": listeners, "clusters": clusters},
+        "version_info": "0",
+        "resources": [{
+            "@type": ROUTE_CONFIGURATION,
+            "name": route_config_name(routing, entry),
+            "virtual_hosts": [],
+        }],
     })
 }
 
@@ -382,13 +418,9 @@ mod tests {
     }
 
     #[test]
-    fn bootstrap_reads_routes_from_watched_files() {
+    fn bootstrap_reads_routes_and_clusters_from_watched_files() {
         let r = routing();
-        let backends = vec![
-            ("ga".to_string(), "127.0.0.1:1001".parse().unwrap()),
-            ("canary".to_string(), "127.0.0.1:1002".parse().unwrap()),
-        ];
-        let b = bootstrap(&r, &r.entry_points(), &backends, Path::new("/m"));
+        let b = bootstrap(&r, &r.entry_points(), Path::new("/m"));
         let listeners = b["static_resources"]["listeners"].as_array().unwrap();
         assert_eq!(listeners.len(), 2);
         let rds = &listeners[0]["filter_chains"][0]["filters"][0]["typed_config"]["rds"];
@@ -400,7 +432,15 @@ mod tests {
             rds["config_source"]["path_config_source"]["watched_directory"]["path"],
             "/m/routes/ingress"
         );
-        let clusters = b["static_resources"]["clusters"].as_array().unwrap();
+        let cds = &b["dynamic_resources"]["cds_config"]["path_config_source"];
+        assert_eq!(cds["path"], "/m/clusters/clusters.json");
+        assert_eq!(cds["watched_directory"]["path"], "/m/clusters");
+        let backends = vec![
+            ("ga".to_string(), "127.0.0.1:1001".parse().unwrap()),
+            ("canary".to_string(), "127.0.0.1:1002".parse().unwrap()),
+        ];
+        let cds = clusters_discovery_response(&r, &backends, "1");
+        let clusters = cds["resources"].as_array().unwrap();
         assert_eq!(
             clusters[1]["name"],
             "outbound|9898|canary|podinfo.test.svc.cluster.local"
@@ -408,6 +448,12 @@ mod tests {
         let ep = &clusters[1]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
             ["socket_address"];
         assert_eq!(ep["port_value"], 1002);
+        assert!(
+            clusters_discovery_response(&r, &[], "0")["resources"]
+                .as_array()
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[rstest]

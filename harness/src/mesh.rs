@@ -1,10 +1,12 @@
-//! The boundary between the stage walk and whatever carries the traffic.
+//! The boundary between the run and whatever carries the traffic.
 //!
-//! The walk is the same for every mesh: apply a stage's VirtualService, wait until every proxy
-//! routes with its weights, then sample each entry point. Only what sits behind this trait
-//! differs: a local Envoy with podinfo-compatible backends, or Istio on a cluster.
+//! A mesh is planned before anything happens: [`Planned`] holds the unopened mesh and its
+//! set-up as typed [`Step`]s. The session executes those steps one by one through
+//! [`Mesh::execute`], walks the stages, and at the end executes [`Mesh::teardown`], the steps
+//! that undo what the executed set-up created. Only what sits behind this trait differs between
+//! a local Envoy with podinfo-compatible backends and Istio on a cluster.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,11 +16,19 @@ use crate::istio::VirtualService;
 use crate::prober::Target;
 use crate::routing::EntryPoint;
 use crate::scenario::Weights;
+use crate::steps::Step;
 
 #[async_trait]
 pub trait Mesh: Send {
     /// `local`, `kind` or `existing`, for reports.
     fn kind(&self) -> &'static str;
+
+    /// Executes one step of the set-up or of the teardown. A step that fails leaves the mesh
+    /// able to tear down what earlier steps made.
+    async fn execute(&mut self, step: &Step) -> anyhow::Result<()>;
+
+    /// The steps that undo what the executed steps created, in order.
+    fn teardown(&self) -> Vec<Step>;
 
     /// The entry points this mesh can sample, north-south first.
     fn entry_points(&self) -> Vec<EntryPoint>;
@@ -36,7 +46,26 @@ pub trait Mesh: Send {
     /// Writes what helps explain a failure (logs, proxy configuration) into `dir`.
     async fn diagnostics(&self, dir: &Path) -> anyhow::Result<()>;
 
-    /// Stops everything the mesh started. Dropping the mesh must do the same, so that a
-    /// failure or Ctrl-C leaks nothing; this is the orderly path.
-    async fn shutdown(self: Box<Self>) -> anyhow::Result<()>;
+    /// What the run wrote to a cluster, for the report (nothing, without a cluster).
+    fn cluster_changes(&self) -> crate::report::ClusterChanges {
+        Default::default()
+    }
+}
+
+/// A mesh before anything ran, and what running it will do.
+pub struct Planned {
+    pub mesh: Box<dyn Mesh>,
+    /// The set-up, in order.
+    pub setup: Vec<Step>,
+    /// What the end of a run that executed the whole set-up undoes.
+    pub teardown: Vec<Step>,
+    /// Files the run holds a lock on besides its report folder (a kind cluster's name).
+    pub locks: Vec<PathBuf>,
+}
+
+impl Planned {
+    /// The dry run's text.
+    pub fn describe(&self) -> String {
+        crate::steps::describe_plan(&self.setup, &self.teardown)
+    }
 }

@@ -15,6 +15,7 @@ use crate::routing::EntryPoint;
 use crate::run::Observer;
 use crate::scenario::Stage;
 use crate::stats::Plan;
+use crate::steps::Step;
 
 #[derive(Default)]
 pub struct TerminalProgress {
@@ -41,12 +42,12 @@ impl TerminalProgress {
 }
 
 impl Observer for TerminalProgress {
-    fn mesh_starting(&self, mesh: &str) {
-        let bar = self.spinner(format!("bringing up the {mesh} mesh"));
+    fn step_started(&self, step: &Step) {
+        let bar = self.spinner(step.to_string());
         *self.current.lock().expect("progress lock") = Some(bar);
     }
 
-    fn mesh_ready(&self, _mesh: &str, _elapsed: Duration) {
+    fn step_done(&self, _step: &Step, _elapsed: Duration, _error: Option<&str>) {
         if let Some(bar) = self.current.lock().expect("progress lock").take() {
             bar.finish_and_clear();
         }

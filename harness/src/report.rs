@@ -29,7 +29,8 @@ pub struct Report {
     /// RFC 3339, UTC.
     pub started_at: String,
     pub passed: bool,
-    /// Set when the walk stopped early (the mesh failed); then the exit code is 2.
+    /// Set when the run stopped early: `interrupted` (Ctrl-C or SIGTERM, exit 130), or why the
+    /// set-up or a stage could not go on (exit 2).
     pub aborted: Option<String>,
     pub budget: Budget,
     /// Tests the error budget α is split over (stages × entry points).
@@ -38,8 +39,36 @@ pub struct Report {
     /// Subsets in the order baseline, canary.
     pub subsets: Vec<String>,
     pub versions: BTreeMap<String, String>,
+    /// The set-up and teardown steps executed, in order, and how each went.
+    #[serde(default)]
+    pub setup: Vec<StepReport>,
+    /// What the run did to a cluster.
+    #[serde(default)]
+    pub cluster_changes: ClusterChanges,
     pub stages: Vec<StageReport>,
     pub wall_time_s: f64,
+}
+
+/// The value of `aborted` when Ctrl-C or SIGTERM stopped the run.
+pub const INTERRUPTED: &str = "interrupted";
+
+/// One executed step of the set-up or teardown.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepReport {
+    pub step: String,
+    pub seconds: f64,
+    pub error: Option<String>,
+}
+
+/// What a run wrote to a cluster: what it created (and deleted again unless kept), and what it
+/// changed without creating it.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ClusterChanges {
+    pub created: Vec<String>,
+    pub changed: Vec<String>,
+    pub deleted: Vec<String>,
+    /// Left in place on purpose (`--keep`, `--keep-cluster`) or because deleting failed.
+    pub left: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

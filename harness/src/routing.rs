@@ -353,6 +353,24 @@ impl Routing {
         vs
     }
 
+    /// The weights of the split route as the manifests have it, per subset (a destination
+    /// without a weight is the whole route, as Istio reads a single destination).
+    pub fn manifest_weights(&self) -> Weights {
+        let route = &self.virtual_service.value.spec.http[self.route_index].route;
+        let single = route.len() == 1;
+        self.subsets
+            .iter()
+            .map(|s| {
+                let weight = route
+                    .iter()
+                    .filter(|d| d.destination.subset.as_deref() == Some(s.name.as_str()))
+                    .map(|d| d.weight.unwrap_or(if single { 100 } else { 0 }))
+                    .sum();
+                (s.name.clone(), weight)
+            })
+            .collect()
+    }
+
     /// The subset whose workload reports `version`.
     pub fn subset_of_version(&self, version: &str) -> Option<&SubsetInfo> {
         self.subsets.iter().find(|s| s.version == version)

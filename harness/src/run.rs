@@ -17,6 +17,7 @@ use crate::report::{EntryReport, Report, ResultsLog, StageReport};
 use crate::routing::{EntryPoint, Routing};
 use crate::scenario::{Scenario, Stage};
 use crate::stats::{self, Plan};
+use crate::steps::Step;
 use crate::tally::{self, Measurement};
 
 /// Bounds and places of a run.
@@ -27,6 +28,8 @@ pub struct RunOptions {
     pub converge_timeout: Duration,
     /// Bound on sampling one stage on one entry point.
     pub sample_timeout: Duration,
+    /// Bound on the whole teardown (stopping processes, deleting what the run created).
+    pub teardown_timeout: Duration,
 }
 
 impl RunOptions {
@@ -35,6 +38,7 @@ impl RunOptions {
             report_dir,
             converge_timeout: Duration::from_secs(60),
             sample_timeout: Duration::from_secs(600),
+            teardown_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -42,8 +46,11 @@ impl RunOptions {
 /// Watches a walk as it goes: progress bars, the demo's narration. All methods default to
 /// nothing.
 pub trait Observer: Send + Sync {
-    /// The mesh is being brought up (processes, or a cluster with Istio: minutes).
-    fn mesh_starting(&self, _mesh: &str) {}
+    /// A step of the set-up or the teardown starts.
+    fn step_started(&self, _step: &Step) {}
+    /// It ended, after `elapsed`; `error` says why it failed.
+    fn step_done(&self, _step: &Step, _elapsed: Duration, _error: Option<&str>) {}
+    /// The set-up is done: the mesh is up.
     fn mesh_ready(&self, _mesh: &str, _elapsed: Duration) {}
     fn stage_started(&self, _stage: &Stage, _before: &VirtualService, _after: &VirtualService) {}
     fn converged(&self, _stage: &Stage, _elapsed: Duration) {}
@@ -53,68 +60,76 @@ pub trait Observer: Send + Sync {
     fn stage_done(&self, _stage: &StageReport) {}
 }
 
-/// Walks every stage of the scenario on the mesh and returns the report (written to
-/// `report.json` too). Mesh failures end the walk early with `aborted` set in the report.
-pub async fn walk(
-    scenario: &Scenario,
-    routing: &Routing,
-    mesh: &mut dyn Mesh,
-    options: &RunOptions,
-    observer: &dyn Observer,
-) -> anyhow::Result<Report> {
-    std::fs::create_dir_all(&options.report_dir)
-        .with_context(|| format!("creating {}", options.report_dir.display()))?;
-    let started = Instant::now();
-    let started_at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
-    let entries = mesh.entry_points();
-    let tests_in_run = scenario.tests_in_run(entries.len());
-    let mut log = ResultsLog::create(&options.report_dir)?;
-    let mut report = Report {
+/// The report of a run before its first stage: what was planned, nothing measured yet.
+pub fn new_report(scenario: &Scenario, routing: &Routing, mesh: &str) -> Report {
+    let entries = routing.entry_points();
+    Report {
         scenario: scenario.name.clone(),
         scenario_file: scenario.file.clone(),
         description: scenario.description.clone(),
-        mesh: mesh.kind().to_string(),
-        started_at,
+        mesh: mesh.to_string(),
+        started_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         passed: false,
         aborted: None,
         budget: scenario.budget,
-        tests_in_run,
-        entry_points: entries.clone(),
+        tests_in_run: scenario.tests_in_run(entries.len()),
+        entry_points: entries,
         subsets: routing.subsets.iter().map(|s| s.name.clone()).collect(),
         versions: routing
             .subsets
             .iter()
             .map(|s| (s.name.clone(), s.version.clone()))
             .collect(),
+        setup: Vec::new(),
+        cluster_changes: Default::default(),
         stages: Vec::new(),
         wall_time_s: 0.0,
-    };
-    let mut current = routing.virtual_service.value.clone();
-    for stage in &scenario.stages {
-        let outcome = walk_stage(
-            scenario, routing, mesh, options, observer, stage, &current, &entries, started,
-            &mut log,
-        )
-        .await;
-        match outcome {
-            Ok((stage_report, applied)) => {
-                observer.stage_done(&stage_report);
-                report.stages.push(stage_report);
-                current = applied;
-            }
-            Err(e) => {
-                tracing::error!("stage `{}` aborted: {e:#}", stage.name);
-                report.aborted = Some(format!("stage `{}`: {e:#}", stage.name));
-                break;
-            }
-        }
     }
-    report.passed = report.aborted.is_none()
-        && report.stages.len() == scenario.stages.len()
-        && report.stages.iter().all(|s| s.passed);
-    report.wall_time_s = started.elapsed().as_secs_f64();
-    report.write_json(&options.report_dir)?;
-    Ok(report)
+}
+
+/// The stage walk of one run.
+pub struct Walk<'a> {
+    pub scenario: &'a Scenario,
+    pub routing: &'a Routing,
+    pub options: &'a RunOptions,
+    pub observer: &'a dyn Observer,
+    /// When the run began: timelines count from it.
+    pub started: Instant,
+}
+
+impl Walk<'_> {
+    /// Walks every stage of the scenario on the mesh, adding each finished stage to `report`
+    /// (so a walk that is cancelled leaves the stages it finished). A mesh failure ends the
+    /// walk early with an error.
+    pub async fn run(
+        &self,
+        mesh: &mut dyn Mesh,
+        report: &mut Report,
+        log: &mut ResultsLog,
+    ) -> anyhow::Result<()> {
+        let entries = report.entry_points.clone();
+        let mut current = self.routing.virtual_service.value.clone();
+        for stage in &self.scenario.stages {
+            let (stage_report, applied) = walk_stage(
+                self.scenario,
+                self.routing,
+                mesh,
+                self.options,
+                self.observer,
+                stage,
+                &current,
+                &entries,
+                self.started,
+                log,
+            )
+            .await
+            .with_context(|| format!("stage `{}`", stage.name))?;
+            self.observer.stage_done(&stage_report);
+            report.stages.push(stage_report);
+            current = applied;
+        }
+        Ok(())
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

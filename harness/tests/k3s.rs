@@ -13,9 +13,15 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use harness::istio_mesh::waits::{Bounds, WaitLog};
-use harness::istio_mesh::{self, FIELD_MANAGER, apply};
+use harness::cluster::facts;
+use harness::cluster::plan::Teardown;
+use harness::invocation::Invocation;
+use harness::istio_mesh::{self, Access, FIELD_MANAGER, IstioMesh, apply};
 use harness::manifests::Manifests;
+use harness::mesh::Mesh;
+use harness::routing::Routing;
+use harness::scenario::Scenario;
+use harness::steps::{Action, Apply, ApplyHow, Condition, ObjectRef, Section, Step, Wait};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::Api;
 use testcontainers_modules::k3s::{K3s, KUBE_SECURE_PORT};
@@ -85,6 +91,13 @@ fn skip_without_docker(test: &str) -> bool {
     }
 }
 
+fn tutorial_routing() -> Routing {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/tutorial.yaml");
+    let scenario = Scenario::load(&path).unwrap();
+    let manifests = Manifests::load(&scenario.manifests).unwrap();
+    Routing::resolve(&scenario, manifests).unwrap()
+}
+
 fn project_manifests() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests")
 }
@@ -128,8 +141,8 @@ async fn core_manifests_apply_server_side_and_their_deployments_roll_out() {
         .await
         .unwrap();
 
-    // Bare k3s has no Istio.
-    assert!(!istio_mesh::istio_present(&client).await.unwrap());
+    // Bare k3s has no Istio, and the harness's detection says so.
+    assert_eq!(facts::find_istio(&client).await.unwrap(), None);
 
     let manifests = Manifests::load(&project_manifests()).unwrap();
     let core: Vec<serde_json::Value> = manifests
@@ -138,23 +151,79 @@ async fn core_manifests_apply_server_side_and_their_deployments_roll_out() {
         .map(|o| o.value.clone())
         .filter(|o| !apply::is_istio(o))
         .collect();
-    let log = WaitLog::default();
-    let bounds = Bounds::new(Duration::from_secs(300));
-    apply::apply_manifests(&client, &core, bounds, &log)
-        .await
-        .unwrap();
-    for d in &manifests.deployments {
-        istio_mesh::await_deployment(&client, "test", &d.value.metadata.name, bounds, &log)
+    let routing = tutorial_routing();
+    let mut mesh = IstioMesh::new(
+        "existing",
+        &routing,
+        Access {
+            kubeconfig: path.clone(),
+            context: None,
+        },
+        None,
+        Teardown::Existing {
+            keep: false,
+            uninstall: Invocation::new("true", vec![]),
+        },
+    );
+    let step = |action| Step::new(Section::Deployments, action);
+    let apply = |o: &serde_json::Value, how, dry_run| {
+        step(Action::Apply(Apply {
+            object: ObjectRef::of(o),
+            body: o.clone(),
+            how,
+            dry_run,
+        }))
+    };
+    let rolled_out = |name: &str, bound| {
+        step(Action::Wait(Wait {
+            condition: Condition::DeploymentRolledOut {
+                namespace: "test".into(),
+                name: name.into(),
+            },
+            bound,
+        }))
+    };
+    let ordered = apply::ordered(&core);
+    // The namespace first (the dry run of objects inside it needs it), then strict dry runs,
+    // then the objects, as the plan orders them.
+    for o in &ordered {
+        if o["kind"] == "Namespace" {
+            mesh.execute(&apply(o, ApplyHow::Apply, true))
+                .await
+                .unwrap();
+            mesh.execute(&apply(o, ApplyHow::Apply, false))
+                .await
+                .unwrap();
+        }
+    }
+    for o in ordered.iter().filter(|o| o["kind"] != "Namespace") {
+        mesh.execute(&apply(o, ApplyHow::Apply, true))
             .await
             .unwrap();
     }
-
-    // Applying again changes nothing: same generation, and the harness owns the fields.
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "test");
-    let before = deployments.get("podinfo-ga").await.unwrap();
-    apply::apply_manifests(&client, &core, bounds, &log)
+    for o in ordered.iter().filter(|o| o["kind"] != "Namespace") {
+        mesh.execute(&apply(o, ApplyHow::Apply, false))
+            .await
+            .unwrap();
+    }
+    for d in &manifests.deployments {
+        mesh.execute(&rolled_out(
+            &d.value.metadata.name,
+            Duration::from_secs(300),
+        ))
         .await
         .unwrap();
+    }
+
+    // Applying again (as a later run does) changes nothing: same generation, and the
+    // harness owns the fields.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "test");
+    let before = deployments.get("podinfo-ga").await.unwrap();
+    for o in ordered.iter().filter(|o| o["kind"] != "Namespace") {
+        mesh.execute(&apply(o, ApplyHow::Reapply, false))
+            .await
+            .unwrap();
+    }
     let after = deployments.get("podinfo-ga").await.unwrap();
     assert_eq!(before.metadata.generation, after.metadata.generation);
     let managers: Vec<String> = after
@@ -166,6 +235,19 @@ async fn core_manifests_apply_server_side_and_their_deployments_roll_out() {
         .collect();
     assert!(managers.iter().any(|m| m == FIELD_MANAGER), "{managers:?}");
 
+    // A field the API server does not know is refused by the strict dry run, before any change.
+    let mut typo = core
+        .iter()
+        .find(|o| o["metadata"]["name"] == "podinfo-ga")
+        .unwrap()
+        .clone();
+    typo["spec"]["replicaz"] = 2.into();
+    let err = mesh
+        .execute(&apply(&typo, ApplyHow::Reapply, true))
+        .await
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("replicaz"), "{err:#}");
+
     // A Deployment that cannot become available makes the wait give up, naming it.
     let mut broken = core
         .iter()
@@ -175,14 +257,25 @@ async fn core_manifests_apply_server_side_and_their_deployments_roll_out() {
     broken["metadata"]["name"] = "podinfo-broken".into();
     broken["spec"]["template"]["spec"]["containers"][0]["image"] =
         "ghcr.io/stefanprodan/podinfo:0.0.0-does-not-exist".into();
-    apply::apply_manifests(&client, &[broken], bounds, &log)
+    mesh.execute(&apply(&broken, ApplyHow::Apply, false))
         .await
         .unwrap();
-    let short = Bounds::new(Duration::from_secs(20));
-    let err = istio_mesh::await_deployment(&client, "test", "podinfo-broken", short, &log)
+    let err = mesh
+        .execute(&rolled_out("podinfo-broken", Duration::from_secs(20)))
         .await
         .unwrap_err();
     let text = format!("{err:#}");
     assert!(text.contains("Deployment test/podinfo-broken"), "{text}");
     assert!(text.contains("0/1 available"), "{text}");
+
+    // The teardown deletes exactly what these steps created.
+    for step in mesh.teardown() {
+        mesh.execute(&step).await.unwrap();
+    }
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let ns = namespaces.get_opt("test").await.unwrap();
+    assert!(
+        ns.is_none() || ns.unwrap().metadata.deletion_timestamp.is_some(),
+        "namespace test is gone or going"
+    );
 }

@@ -1,74 +1,34 @@
-//! `cargo xtask e2e`: load and check the scenario, bring up a mesh, walk the stages, report.
+//! `cargo xtask e2e`: check the input, plan the mesh, then either print the plan (`--dry-run`)
+//! or run it as a session (set-up, the stages, the reports, the teardown) and print the
+//! results. `demo` drives the same functions with a narrating observer.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use harness::local_mesh::{LocalMesh, LocalOptions};
+use harness::cluster::{self, ExistingConfig, KindConfig, ToolPaths};
+use harness::local_mesh::{self, LocalOptions};
 use harness::manifests::Manifests;
-use harness::mesh::Mesh;
+use harness::mesh::Planned;
 use harness::progress::TerminalProgress;
-use harness::report::{self, Report};
+use harness::report;
 use harness::routing::Routing;
-use harness::run::{self, Observer, RunOptions};
+use harness::run::Observer;
 use harness::scenario::Scenario;
+use harness::session::{self, Outcome, Session};
+use harness::tools::envoy::EnvoySource;
 
-use crate::{cluster, envoy_tool, exit, project_root};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum MeshKind {
-    /// A kind cluster with Istio (needs Docker).
-    Kind,
-    /// A cluster you already have (kubeconfig and context).
-    Existing,
-    /// Envoy and podinfo-compatible backends on loopback; no cluster.
-    Local,
-}
-
-/// What to walk, on which mesh, and where the reports go: shared by `e2e` and `demo`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct WalkArgs {
-    /// The scenario to walk.
-    #[arg(long, default_value = "scenarios/tutorial.yaml")]
-    pub scenario: PathBuf,
-    /// Where the mesh runs.
-    #[arg(long, value_enum, default_value_t = MeshKind::Kind)]
-    pub mesh: MeshKind,
-    /// Where reports go (default: target/canary/<scenario>-<mesh>, `-demo` added for the demo).
-    #[arg(long)]
-    pub report_dir: Option<PathBuf>,
-    /// Bound on waiting for the proxies to route with a stage's weights, in seconds.
-    #[arg(long, default_value_t = 60)]
-    pub converge_timeout: u64,
-}
-
-impl WalkArgs {
-    pub fn options(&self, report_dir: PathBuf) -> RunOptions {
-        RunOptions {
-            converge_timeout: Duration::from_secs(self.converge_timeout),
-            ..RunOptions::new(report_dir)
-        }
-    }
-}
+use crate::flags::{MeshKind, WalkArgs};
+use crate::{exit, project_root};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
     pub walk: WalkArgs,
-    /// Print every tool command, file and Kubernetes object the run would use, and stop.
+    /// Print every step of the run (tools, commands with their argv, files, Kubernetes objects,
+    /// waits with their bounds, and the teardown) and stop.
     #[arg(long)]
     pub dry_run: bool,
-    #[command(flatten)]
-    pub tools: ToolArgs,
-    #[command(flatten)]
-    pub cluster: cluster::ClusterArgs,
-}
-
-#[derive(Debug, Clone, clap::Args)]
-pub struct ToolArgs {
-    /// An Envoy binary for the local mesh (else $ENVOY_BIN, PATH, the tool cache).
-    #[arg(long)]
-    pub envoy: Option<PathBuf>,
 }
 
 /// What a run needs, checked before anything starts.
@@ -76,19 +36,18 @@ pub struct Prepared {
     pub scenario: Scenario,
     pub routing: Routing,
     pub report_dir: PathBuf,
+    /// Names what the run makes on a cluster (the mesh client pod).
+    pub run_id: String,
 }
 
 /// Loads and checks the scenario and its manifests: every input problem, nothing started.
-pub fn prepare(
-    scenario_path: &Path,
-    mesh: MeshKind,
-    report_dir: Option<&Path>,
-) -> anyhow::Result<Prepared> {
+pub fn prepare(walk: &WalkArgs, report_dir: Option<&Path>) -> anyhow::Result<Prepared> {
+    walk.cluster.check(walk.mesh)?;
     let root = project_root();
-    let path = if scenario_path.is_absolute() || scenario_path.exists() {
-        scenario_path.to_path_buf()
+    let path = if walk.scenario.is_absolute() || walk.scenario.exists() {
+        walk.scenario.clone()
     } else {
-        root.join(scenario_path)
+        root.join(&walk.scenario)
     };
     let scenario = Scenario::load(&path)?;
     let manifests = Manifests::load(&scenario.manifests)?;
@@ -97,163 +56,151 @@ pub fn prepare(
         Some(d) => d.to_path_buf(),
         None => root
             .join("target/canary")
-            .join(format!("{}-{}", scenario.name, mesh_name(mesh))),
+            .join(format!("{}-{}", scenario.name, walk.mesh.name())),
     };
     Ok(Prepared {
         scenario,
         routing,
         report_dir,
+        run_id: session::new_run_id(),
     })
 }
 
-pub fn mesh_name(mesh: MeshKind) -> &'static str {
-    match mesh {
-        MeshKind::Kind => "kind",
-        MeshKind::Existing => "existing",
-        MeshKind::Local => "local",
-    }
-}
-
 pub fn run(args: Args) -> anyhow::Result<u8> {
-    let walk = &args.walk;
-    let prepared = prepare(&walk.scenario, walk.mesh, walk.report_dir.as_deref())?;
-    if args.dry_run {
-        return cluster::dry_run(&prepared, walk.mesh, &args.tools, &args.cluster);
-    }
-    let options = walk.options(prepared.report_dir.clone());
-    let progress = TerminalProgress::new();
-    let setup = MeshSetup {
-        kind: walk.mesh,
-        tools: args.tools.clone(),
-        cluster: args.cluster.clone(),
-    };
-    drive(&prepared, &setup, options, &progress)
+    let prepared = prepare(&args.walk, args.walk.report_dir.as_deref())?;
+    drive(
+        &prepared,
+        &args.walk,
+        &TerminalProgress::new(),
+        args.dry_run,
+    )
 }
 
-/// Which mesh to open, and with what.
-#[derive(Debug, Clone)]
-pub struct MeshSetup {
-    pub kind: MeshKind,
-    pub tools: ToolArgs,
-    pub cluster: cluster::ClusterArgs,
-}
-
-/// Opens the mesh, walks the stages with `observer` watching, writes the reports and stops
-/// the mesh: on success, failure and Ctrl-C (exit 130) alike. `e2e` and `demo` both use it.
+/// Plans the mesh, then prints the plan (`dry_run`) or runs it with `observer` watching, and
+/// prints the results; returns the exit code.
 pub fn drive(
     prepared: &Prepared,
-    setup: &MeshSetup,
-    options: RunOptions,
-    observer: &(dyn Observer + Sync),
+    walk: &WalkArgs,
+    observer: &dyn Observer,
+    dry_run: bool,
 ) -> anyhow::Result<u8> {
-    std::fs::create_dir_all(&options.report_dir)
-        .with_context(|| format!("creating {}", options.report_dir.display()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let work = async {
-            let name = mesh_name(setup.kind);
-            observer.mesh_starting(name);
-            let opened = std::time::Instant::now();
-            let mesh = open_mesh(prepared, setup, &options).await;
-            observer.mesh_ready(name, opened.elapsed());
-            let mut mesh = mesh?;
-            let report =
-                run::walk(&prepared.scenario, &prepared.routing, mesh.as_mut(), &options, observer).await;
-            finish(report, mesh, &options.report_dir).await
-        };
-        tokio::select! {
-            outcome = work => outcome,
-            _ = tokio::signal::ctrl_c() => {
-                // Dropping `work` dropped the mesh, which stopped everything it started.
-                eprintln!(
-                    "interrupted: everything the harness started is stopped; partial results are in {}",
-                    options.report_dir.join(report::RESULTS_JSONL).display()
-                );
-                Ok(exit::INTERRUPTED)
-            }
+        let planned = plan(prepared, walk).await?;
+        if dry_run {
+            println!(
+                "dry run: scenario `{}` on the {} mesh; nothing is run. In order, the run would:",
+                prepared.scenario.name,
+                walk.mesh.name()
+            );
+            print!("{}", planned.describe());
+            return Ok(exit::PASSED);
         }
+        let cancel = session::cancel_on_signals();
+        let options = walk.options(prepared.report_dir.clone());
+        let finished = Session {
+            scenario: &prepared.scenario,
+            routing: &prepared.routing,
+            options: &options,
+            observer,
+        }
+        .run(planned, cancel)
+        .await?;
+        if !finished.report.stages.is_empty() {
+            print!("{}", report::terminal_table(&finished.report));
+        } else {
+            println!("{}", harness::render::headline(&finished.report));
+        }
+        println!("reports:");
+        for path in &finished.files {
+            println!("  {}", path.display());
+        }
+        for e in &finished.teardown_errors {
+            eprintln!("warning: the teardown left something behind: {e}");
+        }
+        Ok(match finished.outcome {
+            Outcome::Passed => exit::PASSED,
+            Outcome::Failed => exit::FAILED,
+            Outcome::Aborted => {
+                let reason = finished.report.aborted.as_deref().unwrap_or("unknown");
+                eprintln!("error: the run stopped early: {reason}");
+                exit::BAD_INPUT
+            }
+            Outcome::Interrupted => {
+                eprintln!(
+                    "interrupted: everything the run started is stopped; the finished stages are in {}",
+                    options.report_dir.join(report::REPORT_JSON).display()
+                );
+                exit::INTERRUPTED
+            }
+        })
     })
 }
 
-/// Brings up the mesh the user asked for.
-pub async fn open_mesh(
-    prepared: &Prepared,
-    setup: &MeshSetup,
-    options: &RunOptions,
-) -> anyhow::Result<Box<dyn Mesh>> {
-    match setup.kind {
+/// The plan of the mesh the flags name.
+pub async fn plan(prepared: &Prepared, walk: &WalkArgs) -> anyhow::Result<Planned> {
+    let root = project_root();
+    let cache = harness::tools::cache_dir(&root);
+    let state = root.join("target/canary/state");
+    let logs = prepared.report_dir.join("cluster");
+    let args = &walk.cluster;
+    let wait = Duration::from_secs(args.setup_timeout);
+    let tools = ToolPaths {
+        kind: args.kind.clone(),
+        istioctl: args.istioctl.clone(),
+    };
+    match walk.mesh {
         MeshKind::Local => {
-            let cache = harness::tools::cache_dir(&project_root());
-            let envoy = tokio::task::block_in_place(|| {
-                envoy_tool::ensure(setup.tools.envoy.as_deref(), &cache)
-            })?;
-            let local = LocalOptions {
-                envoy,
+            let options = LocalOptions {
+                envoy: EnvoySource::resolve(walk.envoy.as_deref(), &cache)?,
                 backend_program: std::env::current_exe().context("locating the xtask binary")?,
                 backend_args: vec!["backend".into()],
-                work_dir: options.report_dir.join("local-mesh"),
+                work_dir: prepared.report_dir.join("local-mesh"),
                 startup_timeout: Duration::from_secs(30),
                 backends: prepared.scenario.backends.clone(),
             };
-            let mesh = LocalMesh::start(&prepared.routing, &local)
-                .await
-                .context("starting the local mesh")?;
-            tracing::info!(
-                "local mesh up: envoy admin http://{}, entry points {:?}",
-                mesh.admin(),
-                mesh.entry_points()
-            );
-            Ok(Box::new(mesh))
+            Ok(local_mesh::plan(&prepared.routing, &options))
         }
-        MeshKind::Kind | MeshKind::Existing => cluster::open(prepared, setup, options).await,
-    }
-}
-
-/// Writes the reports, keeps diagnostics of a failure, stops the mesh, prints the table, and
-/// picks the exit code.
-pub async fn finish(
-    report: anyhow::Result<Report>,
-    mesh: Box<dyn Mesh>,
-    dir: &Path,
-) -> anyhow::Result<u8> {
-    let report = match report {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = mesh.diagnostics(&dir.join("diagnostics")).await;
-            mesh.shutdown().await?;
-            return Err(e);
+        MeshKind::Kind => {
+            let config = KindConfig {
+                name: args.cluster_name.clone(),
+                keep: args.keep_cluster,
+                state,
+                cache,
+                logs,
+                wait,
+                run_id: prepared.run_id.clone(),
+                docker: "docker".into(),
+                tools,
+            };
+            cluster::plan_kind(&config, &prepared.routing).await
         }
-    };
-    let written = harness::render::write_all(&report, dir);
-    if !report.passed {
-        if let Err(e) = mesh.diagnostics(&dir.join("diagnostics")).await {
-            tracing::warn!("collecting diagnostics failed: {e:#}");
+        MeshKind::Existing => {
+            let config = ExistingConfig {
+                kubeconfig: args.kubeconfig.clone().context("--kubeconfig is checked")?,
+                context: args.context.clone(),
+                install_istio: args.install_istio,
+                adopt: args.adopt,
+                keep: args.keep,
+                state,
+                cache,
+                logs,
+                wait,
+                run_id: prepared.run_id.clone(),
+                tools,
+            };
+            cluster::plan_existing(&config, &prepared.routing).await
         }
     }
-    mesh.shutdown().await?;
-    print!("{}", report::terminal_table(&report));
-    let written = written.context("writing the reports")?;
-    println!("reports:");
-    for path in std::iter::once(dir.join(report::REPORT_JSON)).chain(written) {
-        println!("  {}", path.display());
-    }
-    Ok(match (&report.aborted, report.passed) {
-        (Some(reason), _) => {
-            eprintln!("error: the run stopped early: {reason}");
-            exit::BAD_INPUT
-        }
-        (None, true) => exit::PASSED,
-        (None, false) => exit::FAILED,
-    })
 }
 
 /// `cargo xtask tools`: fills the cache and says where each tool is.
-pub fn tools(args: ToolArgs) -> anyhow::Result<u8> {
-    let envoy = envoy_tool::ensure(
-        args.envoy.as_deref(),
+pub fn tools(envoy: Option<PathBuf>) -> anyhow::Result<u8> {
+    let envoy = harness::tools::envoy::ensure(
+        envoy.as_deref(),
         &harness::tools::cache_dir(&project_root()),
     )?;
     println!("envoy {}", envoy.display());

@@ -1,14 +1,10 @@
-//! The commands of `cargo xtask`, each in its own module.
+//! The commands of `cargo xtask`, each in its own module. xtask parses flags, prints and picks
+//! exit codes; the runs themselves (plans, sessions, meshes) live in the `harness` crate.
 
 pub mod backend;
-pub mod cluster;
-pub mod cluster_tools;
 pub mod demo;
 pub mod e2e;
-pub mod envoy_tool;
-pub mod invocation;
-pub mod istioctl;
-pub mod kind;
+pub mod flags;
 pub mod test;
 
 use std::path::{Path, PathBuf};
@@ -42,7 +38,11 @@ pub enum Command {
     /// Run the project's tests, installing what they need first.
     Test(test::Args),
     /// Fill the tool cache (Envoy) and print where the tools are.
-    Tools(e2e::ToolArgs),
+    Tools {
+        /// An Envoy binary to use instead of the cached one.
+        #[arg(long)]
+        envoy: Option<PathBuf>,
+    },
     /// A podinfo-compatible backend; the local mesh runs one per subset.
     #[command(hide = true)]
     Backend(backend::Args),
@@ -54,7 +54,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::E2e(args) => e2e::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Test(args) => test::run(args),
-        Command::Tools(args) => e2e::tools(args),
+        Command::Tools { envoy } => e2e::tools(envoy),
         Command::Backend(args) => backend::run(args),
     };
     match result {

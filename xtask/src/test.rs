@@ -3,7 +3,7 @@
 
 use xshell::{Shell, cmd};
 
-use crate::{envoy_tool, exit, project_root};
+use crate::{exit, project_root};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -14,7 +14,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
     let root = project_root();
-    let envoy = envoy_tool::ensure(None, &harness::tools::cache_dir(&root))?;
+    let envoy = harness::tools::envoy::ensure(None, &harness::tools::cache_dir(&root))?;
     let xtask = std::env::current_exe()?;
     let sh = Shell::new()?;
     sh.change_dir(&root);

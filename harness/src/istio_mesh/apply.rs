@@ -1,28 +1,116 @@
-//! Server-side apply of the manifests and of each stage's VirtualService.
+//! Writes to the cluster: the plan's applies (a create, a server-side apply, or a forced one for
+//! objects the harness already manages or may adopt), each stage's VirtualService, and the
+//! deletes of the teardown.
 //!
-//! Server-side apply with one field manager (`canary-harness`) and `force` makes every apply
-//! idempotent and makes the harness the owner of the fields it sets, also on an `existing`
-//! cluster where someone applied the same objects with kubectl before. Objects go in a fixed
-//! order: Namespaces, then CRDs, then the other Kubernetes objects, and the Istio resources
-//! last, once their CRDs are Established (before that, discovery does not know their kinds).
+//! Every server-side apply uses one field manager (`canary-harness`) and strict field
+//! validation, so the API server refuses a field it does not know instead of dropping it.
+//! Objects go in a fixed order: Namespaces, then CRDs, then the other Kubernetes objects, and
+//! the Istio resources last, once their CRDs are Established (before that, discovery does not
+//! know their kinds).
 
 use std::collections::{BTreeSet, HashMap};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::api::{
+    Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, ValidationDirective,
+};
 use kube::core::GroupVersionKind;
 use kube::discovery::{ApiCapabilities, ApiResource, Scope};
 use serde_json::Value;
 
 use super::FIELD_MANAGER;
-use super::waits::{self, Bounds, Check, WaitLog};
+use super::waits::{self, Check};
 use crate::istio::VirtualService;
+use crate::steps::ApplyHow;
 
-/// The patch parameters of every apply: the harness's field manager, taking over conflicts.
+/// The patch parameters of a forced server-side apply (objects the harness manages).
 pub fn apply_params() -> PatchParams {
-    PatchParams::apply(FIELD_MANAGER).force()
+    let mut params = PatchParams::apply(FIELD_MANAGER).force();
+    params.field_validation = Some(ValidationDirective::Strict);
+    params
+}
+
+/// Sends one apply of the plan, as its `how` and `dry_run` say.
+pub async fn send(client: &Client, apply: &crate::steps::Apply) -> anyhow::Result<()> {
+    let what = &apply.object;
+    let (api, name) = dynamic_api(client, &apply.body).await?;
+    let mut params = PatchParams::apply(FIELD_MANAGER);
+    params.field_validation = Some(ValidationDirective::Strict);
+    params.dry_run = apply.dry_run;
+    let verb = if apply.dry_run {
+        "server-side dry run"
+    } else {
+        "server-side apply"
+    };
+    match apply.how {
+        ApplyHow::Create => {
+            let mut post = PostParams {
+                dry_run: apply.dry_run,
+                field_manager: Some(FIELD_MANAGER.to_string()),
+            };
+            post.dry_run = apply.dry_run;
+            let object: DynamicObject = serde_json::from_value(apply.body.clone())
+                .with_context(|| format!("{what} is not a Kubernetes object"))?;
+            match api.create(&post, &object).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 409 => bail!(
+                    "{what} appeared on the cluster after the run was planned: the harness creates it only if nobody else did, so it stops here"
+                ),
+                Err(e) => return Err(e).with_context(|| format!("create of {what}")),
+            }
+        }
+        ApplyHow::Apply => {
+            api.patch(&name, &params, &Patch::Apply(&apply.body))
+                .await
+                .with_context(|| format!("{verb} of {what}"))?;
+        }
+        ApplyHow::Reapply | ApplyHow::Adopt => {
+            params.force = true;
+            api.patch(&name, &params, &Patch::Apply(&apply.body))
+                .await
+                .with_context(|| format!("{verb} of {what} (forced)"))?;
+        }
+    }
+    if !apply.dry_run {
+        tracing::info!("applied {what}");
+    }
+    Ok(())
+}
+
+/// Deletes an object; `false` when it was gone already.
+pub async fn delete(client: &Client, object: &crate::steps::ObjectRef) -> anyhow::Result<bool> {
+    let body = serde_json::json!({
+        "apiVersion": object.api_version, "kind": object.kind,
+        "metadata": {"name": object.name, "namespace": object.namespace},
+    });
+    let (api, name) = dynamic_api(client, &body).await?;
+    match api.delete(&name, &DeleteParams::default()).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("deleting {object}")),
+    }
+}
+
+/// The dynamic API of an object's kind and its name, by discovery of its group version.
+async fn dynamic_api(
+    client: &Client,
+    object: &Value,
+) -> anyhow::Result<(Api<DynamicObject>, String)> {
+    let what = describe(object);
+    let gvk = gvk_of(object).with_context(|| what.clone())?;
+    let (resource, caps) = Resolver::default().resolve(client, &gvk).await?;
+    let name = object["metadata"]["name"]
+        .as_str()
+        .with_context(|| format!("{what} has no metadata.name"))?
+        .to_string();
+    let api: Api<DynamicObject> = match (&caps.scope, object["metadata"]["namespace"].as_str()) {
+        (Scope::Cluster, _) => Api::all_with(client.clone(), &resource),
+        (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, &resource),
+        (Scope::Namespaced, None) => Api::default_namespaced_with(client.clone(), &resource),
+    };
+    Ok((api, name))
 }
 
 /// Where an object goes in the apply order (lower first).
@@ -121,30 +209,6 @@ impl Resolver {
     }
 }
 
-/// Server-side applies one object as it is.
-pub async fn apply_object(
-    client: &Client,
-    resolver: &mut Resolver,
-    object: &Value,
-) -> anyhow::Result<()> {
-    let what = describe(object);
-    let gvk = gvk_of(object).with_context(|| what.clone())?;
-    let (resource, caps) = resolver.resolve(client, &gvk).await?;
-    let name = object["metadata"]["name"]
-        .as_str()
-        .with_context(|| format!("{what} has no metadata.name"))?;
-    let api: Api<DynamicObject> = match (&caps.scope, object["metadata"]["namespace"].as_str()) {
-        (Scope::Cluster, _) => Api::all_with(client.clone(), &resource),
-        (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, &resource),
-        (Scope::Namespaced, None) => Api::default_namespaced_with(client.clone(), &resource),
-    };
-    api.patch(name, &apply_params(), &Patch::Apply(object))
-        .await
-        .with_context(|| format!("server-side apply of {what}"))?;
-    tracing::info!("applied {what}");
-    Ok(())
-}
-
 /// Whether a CRD is Established (the API server serves its kind).
 pub fn crd_established(crd: Option<&CustomResourceDefinition>) -> Check<()> {
     let Some(crd) = crd else {
@@ -160,43 +224,6 @@ pub fn crd_established(crd: Option<&CustomResourceDefinition>) -> Check<()> {
     } else {
         Check::Pending(format!("conditions: {conds:?}"))
     }
-}
-
-/// Waits until the CRD `name` is Established.
-pub async fn await_crd(
-    client: &Client,
-    name: &str,
-    bounds: Bounds,
-    log: &WaitLog,
-) -> anyhow::Result<()> {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    waits::wait_for(&format!("CRD {name} Established"), bounds, log, || {
-        let api = api.clone();
-        async move { Ok(crd_established(api.get_opt(name).await?.as_ref())) }
-    })
-    .await
-}
-
-/// Applies every object of the manifests in order: Kubernetes objects, then (after their
-/// CRDs are Established) the Istio resources.
-pub async fn apply_manifests(
-    client: &Client,
-    objects: &[Value],
-    bounds: Bounds,
-    log: &WaitLog,
-) -> anyhow::Result<()> {
-    let mut resolver = Resolver::default();
-    let ordered = ordered(objects);
-    for object in ordered.iter().filter(|o| !is_istio(o)) {
-        apply_object(client, &mut resolver, object).await?;
-    }
-    for crd in needed_crds(objects) {
-        await_crd(client, &crd, bounds, log).await?;
-    }
-    for object in ordered.iter().filter(|o| is_istio(o)) {
-        apply_object(client, &mut resolver, object).await?;
-    }
-    Ok(())
 }
 
 /// The API resource of the VirtualService's own apiVersion (no discovery needed: the CRD's

@@ -8,6 +8,8 @@ use std::time::Duration;
 use rstest::rstest;
 use serde_json::{Value, json};
 
+use super::exec_target::CLIENT_POD;
+use super::gateway::ISTIO_NAMESPACE;
 use super::*;
 
 pub(super) const GATEWAY_POD: &str = "istio-ingressgateway-7c9d8b6f4-x2k4p";

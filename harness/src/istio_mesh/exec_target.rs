@@ -21,10 +21,15 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use super::proxy::exec_params;
 use crate::prober::{Batch, OnSample, Sample, Target, classify};
 
-/// The client pod's name and the container curl runs in (the app container, whose traffic the
-/// sidecar intercepts).
+/// The client pod's name (a run adds its own id) and the container curl runs in (the app
+/// container, whose traffic the sidecar intercepts).
 pub const CLIENT_POD: &str = "canary-mesh-client";
 pub const CLIENT_CONTAINER: &str = "client";
+
+/// The client pod of one run: `canary-mesh-client-<run id>`, so that runs never share one.
+pub fn client_pod_name(run_id: &str) -> String {
+    format!("{CLIENT_POD}-{run_id}")
+}
 
 /// At most this many exec loops at once, whatever the scenario's concurrency: each is a
 /// websocket through the API server and a shell in the pod.
@@ -35,12 +40,12 @@ pub const CURL_MAX_TIME_S: u32 = 10;
 
 /// The client pod: podinfo's image running podinfo (so the pod stays up and is a normal
 /// workload), labelled so that no Service of the split selects it.
-pub fn client_pod_manifest(namespace: &str, image: &str) -> Value {
+pub fn client_pod_manifest(namespace: &str, name: &str, image: &str) -> Value {
     json!({
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
-            "name": CLIENT_POD,
+            "name": name,
             "namespace": namespace,
             "labels": {"app": CLIENT_POD, "app.kubernetes.io/managed-by": super::FIELD_MANAGER},
         },
@@ -362,7 +367,12 @@ mod tests {
 
     #[test]
     fn the_client_pod_is_not_selected_by_the_split() {
-        let pod = client_pod_manifest("test", "ghcr.io/stefanprodan/podinfo:6.14.0");
+        let pod = client_pod_manifest(
+            "test",
+            "canary-mesh-client-ab12",
+            "ghcr.io/stefanprodan/podinfo:6.14.0",
+        );
+        assert_eq!(pod["metadata"]["name"], "canary-mesh-client-ab12");
         assert_eq!(pod["metadata"]["labels"]["app"], CLIENT_POD);
         assert_eq!(pod["spec"]["containers"][0]["name"], CLIENT_CONTAINER);
     }

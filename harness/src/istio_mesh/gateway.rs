@@ -8,8 +8,11 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Service;
+use anyhow::Context;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::Client;
+use kube::api::{Api, ListParams};
 
 use crate::routing::Routing;
 
@@ -55,6 +58,76 @@ pub fn target_port(services: &[Service], selector: &BTreeMap<String, String>, po
     } else {
         port as u16
     }
+}
+
+/// The gateway pod the Gateway's selector picks, in any namespace (Helm's gateway chart runs
+/// it in `istio-ingress`, istioctl's in `istio-system`): a ready pod that is not being
+/// deleted, and the container port its own Service maps `gateway_port` to.
+pub async fn find_gateway(
+    client: &Client,
+    selector: &BTreeMap<String, String>,
+    gateway_port: u32,
+) -> anyhow::Result<(String, String, u16)> {
+    let text = crate::steps::selector_text(selector);
+    let pods = Api::<Pod>::all(client.clone())
+        .list(&ListParams::default().labels(&text))
+        .await
+        .with_context(|| format!("listing the gateway pods ({text}) of every namespace"))?
+        .items;
+    let name = super::waits::live_ready_pod(&pods).with_context(|| {
+        format!(
+            "no ready gateway pod ({text}) that is not being deleted, in any namespace ({} found)",
+            pods.len()
+        )
+    })?;
+    let pod = pods
+        .iter()
+        .find(|p| p.metadata.name.as_deref() == Some(name.as_str()))
+        .expect("the chosen pod is in the list");
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    let labels = pod.metadata.labels.clone().unwrap_or_default();
+    let services = Api::<Service>::namespaced(client.clone(), &namespace)
+        .list(&ListParams::default())
+        .await
+        .with_context(|| format!("listing the Services of {namespace}"))?
+        .items;
+    let port = target_port_of(&services, pod, &labels, gateway_port);
+    Ok((namespace, name, port))
+}
+
+/// [`target_port`], resolving a named target port from the pod's own container ports.
+fn target_port_of(
+    services: &[Service],
+    pod: &Pod,
+    labels: &BTreeMap<String, String>,
+    port: u32,
+) -> u16 {
+    for svc in services {
+        let Some(spec) = &svc.spec else { continue };
+        let sel = spec.selector.clone().unwrap_or_default();
+        if sel.is_empty() || !sel.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+            continue;
+        }
+        for p in spec
+            .ports
+            .iter()
+            .flatten()
+            .filter(|p| p.port as u32 == port)
+        {
+            if let Some(IntOrString::String(name)) = &p.target_port {
+                let named = pod
+                    .spec
+                    .iter()
+                    .flat_map(|s| &s.containers)
+                    .flat_map(|c| c.ports.iter().flatten())
+                    .find(|cp| cp.name.as_deref() == Some(name.as_str()));
+                if let Some(cp) = named {
+                    return cp.container_port as u16;
+                }
+            }
+        }
+    }
+    target_port(services, labels, port)
 }
 
 /// `http.<container port>`: the route configuration of a gateway's HTTP server.

@@ -84,6 +84,42 @@ pub fn check_pods(pods: &[Pod], what: &str) -> anyhow::Result<()> {
     )
 }
 
+/// Whether the namespace carries `label` (and, for a revision label, not the
+/// `istio-injection` label that would win over it).
+pub fn namespace_asks(ns: &Namespace, label: &(String, String)) -> super::waits::Check<()> {
+    use super::waits::Check;
+    let name = ns.metadata.name.clone().unwrap_or_default();
+    let labels = ns.metadata.labels.clone().unwrap_or_default();
+    let has = labels.get(&label.0) == Some(&label.1);
+    let overridden = label.0 != INJECTION_LABEL.0 && labels.contains_key(INJECTION_LABEL.0);
+    if has && !overridden {
+        return Check::Ready(());
+    }
+    Check::Failed(anyhow::anyhow!(
+        "namespace {name} lacks the label {}={}{} (its labels: {}): Istio will not inject the sidecars the run needs there; fix the Namespace in the manifests",
+        label.0,
+        label.1,
+        if overridden {
+            format!(", or carries {} which wins over it", INJECTION_LABEL.0)
+        } else {
+            String::new()
+        },
+        describe_labels(&labels)
+    ))
+}
+
+/// Every live pod of a Deployment runs a proxy; pending while there are none.
+pub fn pods_injected(pods: &[Pod], what: &str) -> super::waits::Check<()> {
+    use super::waits::Check;
+    if pods.iter().all(|p| p.metadata.deletion_timestamp.is_some()) {
+        return Check::Pending(format!("no live pods of {what} yet"));
+    }
+    match check_pods(pods, what) {
+        Ok(()) => Check::Ready(()),
+        Err(e) => Check::Failed(e),
+    }
+}
+
 /// The label selector `k=v,k=v` that finds a Deployment's pods from its pod template labels.
 pub fn selector(labels: &BTreeMap<String, String>) -> String {
     labels

@@ -1,16 +1,11 @@
-//! The Istio mesh on a Kubernetes cluster (kind or one the user already has), driven with
-//! kube-rs.
+//! The Istio mesh on a Kubernetes cluster (kind, or one the user already has), driven with
+//! kube-rs: the executor of the cluster plan's steps ([`crate::cluster::plan`]) and of the
+//! stage walk.
 //!
-//! Before the walk: istiod runs and its injector webhook trusts the plugged-in root, the
-//! manifests are server-side applied, the Deployments are rolled out, every podinfo pod runs a
-//! sidecar whose workload certificate chains to the harness's root, a client pod inside the
-//! mesh is up, and a port-forward reaches the ingress gateway. Each step is a named, bounded
-//! wait whose failure says what it saw. Per stage: the VirtualService is server-side applied
-//! and the weights are read back from the gateway's and the client sidecar's Envoy
-//! (`config_dump`) before a single sample counts.
-//!
-//! The xtask side installs Istio (istioctl) and creates/deletes kind clusters; this module
-//! never deletes a cluster and, for `existing`, installs nothing it finds healthy.
+//! Set-up steps are bounded, named waits whose failure says what they saw. Per stage, the
+//! VirtualService is server-side applied and the weights are read back from the gateway's and
+//! the client sidecar's Envoy (`config_dump`) before a single sample counts. Everything the run
+//! creates is recorded before it is sent, and the teardown deletes exactly that.
 
 pub mod apply;
 pub mod diagnostics;
@@ -23,10 +18,7 @@ pub mod waits;
 
 #[cfg(test)]
 mod await_weights_tests;
-#[cfg(test)]
-mod mock_tests;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,23 +28,27 @@ use async_trait::async_trait;
 use base64::Engine;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
-use kube::api::{Api, DeleteParams, ListParams, Patch};
+use kube::api::{Api, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::json;
 
 use crate::ca::{self, CaBundle};
+use crate::cluster::plan::{self as cluster_plan, Teardown};
 use crate::config_dump;
 use crate::istio::VirtualService;
 use crate::mesh::Mesh;
 use crate::prober::Target;
+use crate::report::ClusterChanges;
 use crate::routing::{EntryPoint, Routing};
 use crate::scenario::Weights;
+use crate::steps::{
+    Action, Apply, Condition, FileKind, ObjectRef, Open, Root, Run, Step, Via, Wait,
+};
 
-use self::exec_target::{CLIENT_POD, ExecCurlTarget};
-use self::gateway::ISTIO_NAMESPACE;
+use self::exec_target::ExecCurlTarget;
 use self::portforward_target::PortForwardTarget;
 use self::proxy::{ConfigDumps, ExecConfigDumps, ProxyRef};
 use self::waits::{Bounds, Check, WaitLog, wait_for};
@@ -61,40 +57,24 @@ use self::waits::{Bounds, Check, WaitLog, wait_for};
 pub const FIELD_MANAGER: &str = "canary-harness";
 /// The plug-in CA secret istiod reads at start-up.
 pub const CACERTS_SECRET: &str = "cacerts";
-/// istiod's Deployment.
-pub const ISTIOD: &str = "istiod";
-/// The sidecar injector's webhook configuration (default revision).
-pub const INJECTOR_WEBHOOK: &str = "istio-sidecar-injector";
-/// The CRD whose presence says Istio's APIs are served.
-pub const VIRTUAL_SERVICE_CRD: &str = "virtualservices.networking.istio.io";
+/// The ConfigMap in which Istio publishes its root to every namespace.
+pub const ROOT_CONFIGMAP: &str = "istio-ca-root-cert";
 /// Bound of one config_dump exec.
 const DUMP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause between attempts of a retried run (kind's start-up fails now and then).
+const PAUSE_BETWEEN_ATTEMPTS: Duration = if cfg!(test) {
+    Duration::from_millis(10)
+} else {
+    Duration::from_secs(5)
+};
 
-/// How to drive the mesh.
+/// Where the cluster's credentials are: a kubeconfig file (the harness's own for kind, the
+/// user's for `existing`) and an optional context. For kind the file exists only once kind
+/// wrote it, so the client is made on first use.
 #[derive(Debug, Clone)]
-pub struct IstioOptions {
-    /// `kind` or `existing`, for reports.
-    pub mesh_kind: &'static str,
-    /// The plugged-in CA the webhook's caBundle and the workload certificates are checked
-    /// against; `None` when the user's Istio has its own CA (only a non-empty caBundle is
-    /// required then).
-    pub ca: Option<CaBundle>,
-    /// Bound of each readiness wait.
-    pub wait: Duration,
-    /// Where the harness may write (diagnostics of a failed start go to `work_dir/diagnostics`).
-    pub work_dir: PathBuf,
-}
-
-impl IstioOptions {
-    /// Default bound of 300 s, as istioctl's `--readiness-timeout`.
-    pub fn new(mesh_kind: &'static str, ca: Option<CaBundle>, work_dir: PathBuf) -> Self {
-        Self {
-            mesh_kind,
-            ca,
-            wait: Duration::from_secs(300),
-            work_dir,
-        }
-    }
+pub struct Access {
+    pub kubeconfig: PathBuf,
+    pub context: Option<String>,
 }
 
 /// A kube::Client from a kubeconfig file and optional context, never touching
@@ -102,6 +82,21 @@ impl IstioOptions {
 pub async fn client_from_kubeconfig(path: &Path, context: Option<&str>) -> anyhow::Result<Client> {
     let kubeconfig = Kubeconfig::read_from(path)
         .with_context(|| format!("reading the kubeconfig {}", path.display()))?;
+    client_from(kubeconfig, context, &path.display().to_string()).await
+}
+
+/// A kube::Client from kubeconfig YAML (`kind get kubeconfig` prints one).
+pub async fn client_from_yaml(yaml: &str, origin: &str) -> anyhow::Result<Client> {
+    let kubeconfig = Kubeconfig::from_yaml(yaml)
+        .with_context(|| format!("parsing the kubeconfig of {origin}"))?;
+    client_from(kubeconfig, None, origin).await
+}
+
+async fn client_from(
+    kubeconfig: Kubeconfig,
+    context: Option<&str>,
+    origin: &str,
+) -> anyhow::Result<Client> {
     let options = KubeConfigOptions {
         context: context.map(String::from),
         ..KubeConfigOptions::default()
@@ -110,24 +105,23 @@ pub async fn client_from_kubeconfig(path: &Path, context: Option<&str>) -> anyho
         .await
         .with_context(|| {
             format!(
-                "loading context {} of {}",
-                context.unwrap_or("(current)"),
-                path.display()
+                "loading context {} of {origin}",
+                context.unwrap_or("(current)")
             )
         })?;
     Client::try_from(config).context("building the Kubernetes client")
 }
 
-/// The `istio-system` Namespace and the `cacerts` Secret, as server-side applied.
+/// The `istio-system` Namespace and the `cacerts` Secret the harness creates (never updates).
 pub fn cacerts_objects(ca: &CaBundle) -> (serde_json::Value, serde_json::Value) {
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
     let namespace = json!({
         "apiVersion": "v1", "kind": "Namespace",
-        "metadata": {"name": ISTIO_NAMESPACE},
+        "metadata": {"name": gateway::ISTIO_NAMESPACE},
     });
     let secret = json!({
         "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-        "metadata": {"name": CACERTS_SECRET, "namespace": ISTIO_NAMESPACE},
+        "metadata": {"name": CACERTS_SECRET, "namespace": gateway::ISTIO_NAMESPACE},
         "data": {
             ca::CA_CERT_FILE: b64(&ca.ca_cert_pem),
             ca::CA_KEY_FILE: b64(&ca.ca_key_pem),
@@ -136,144 +130,6 @@ pub fn cacerts_objects(ca: &CaBundle) -> (serde_json::Value, serde_json::Value) 
         },
     });
     (namespace, secret)
-}
-
-/// Creates/updates the `istio-system` namespace and the `cacerts` secret (server-side apply).
-/// istiod reads the secret when it starts: call this before `istioctl install`.
-pub async fn install_cacerts(client: &Client, ca: &CaBundle) -> anyhow::Result<()> {
-    let (namespace, secret) = cacerts_objects(ca);
-    let params = apply::apply_params();
-    Api::<Namespace>::all(client.clone())
-        .patch(ISTIO_NAMESPACE, &params, &Patch::Apply(&namespace))
-        .await
-        .context("server-side apply of Namespace istio-system")?;
-    Api::<Secret>::namespaced(client.clone(), ISTIO_NAMESPACE)
-        .patch(CACERTS_SECRET, &params, &Patch::Apply(&secret))
-        .await
-        .context("server-side apply of Secret istio-system/cacerts")?;
-    tracing::info!(
-        "plugged in the harness's CA (root {}) as istio-system/cacerts",
-        ca.root_fingerprint()
-    );
-    Ok(())
-}
-
-/// Whether a healthy Istio is present: istiod's Deployment rolled out and available in
-/// istio-system, and the VirtualService CRD Established.
-pub async fn istio_present(client: &Client) -> anyhow::Result<bool> {
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ISTIO_NAMESPACE);
-    let Some(istiod) = deployments
-        .get_opt(ISTIOD)
-        .await
-        .context("looking for Deployment istio-system/istiod")?
-    else {
-        return Ok(false);
-    };
-    if !matches!(waits::deployment_rolled_out(&istiod), Check::Ready(())) {
-        return Ok(false);
-    }
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = crds
-        .get_opt(VIRTUAL_SERVICE_CRD)
-        .await
-        .context("looking for the VirtualService CRD")?;
-    Ok(matches!(
-        apply::crd_established(crd.as_ref()),
-        Check::Ready(())
-    ))
-}
-
-/// Waits until Deployment `namespace/name` has rolled out (see
-/// [`waits::deployment_rolled_out`]).
-pub async fn await_deployment(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-    bounds: Bounds,
-    log: &WaitLog,
-) -> anyhow::Result<()> {
-    let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-    wait_for(
-        &format!("Deployment {namespace}/{name} rolled out and available"),
-        bounds,
-        log,
-        || {
-            let api = api.clone();
-            async move {
-                Ok(match api.get_opt(name).await? {
-                    None => Check::Pending("the Deployment does not exist".into()),
-                    Some(d) => waits::deployment_rolled_out(&d),
-                })
-            }
-        },
-    )
-    .await
-}
-
-/// Waits until the injector webhook has a caBundle, equal to the plugged-in root if any.
-pub async fn await_webhook_ca_bundle(
-    client: &Client,
-    expected_root: Option<&str>,
-    bounds: Bounds,
-    log: &WaitLog,
-) -> anyhow::Result<()> {
-    let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    wait_for(
-        &format!("a caBundle in MutatingWebhookConfiguration {INJECTOR_WEBHOOK}"),
-        bounds,
-        log,
-        || {
-            let api = api.clone();
-            async move {
-                Ok(match api.get_opt(INJECTOR_WEBHOOK).await? {
-                    None => Check::Pending("the webhook configuration does not exist".into()),
-                    Some(w) => waits::webhook_ca_bundle(&w, expected_root),
-                })
-            }
-        },
-    )
-    .await
-}
-
-/// Waits until a pod matching `selector` in `namespace` is ready; returns its name.
-pub async fn await_ready_pod(
-    client: &Client,
-    namespace: &str,
-    selector: &str,
-    bounds: Bounds,
-    log: &WaitLog,
-) -> anyhow::Result<String> {
-    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    wait_for(
-        &format!("a ready pod `{selector}` in {namespace}"),
-        bounds,
-        log,
-        || {
-            let api = api.clone();
-            async move {
-                let pods = api.list(&ListParams::default().labels(selector)).await?;
-                let mut seen = Vec::new();
-                for pod in pods
-                    .items
-                    .iter()
-                    .filter(|p| p.metadata.deletion_timestamp.is_none())
-                {
-                    match waits::pod_ready(pod) {
-                        Check::Ready(()) => {
-                            return Ok(Check::Ready(pod.metadata.name.clone().unwrap_or_default()));
-                        }
-                        Check::Pending(s) => seen.push(s),
-                        Check::Failed(e) => seen.push(e.to_string()),
-                    }
-                }
-                if seen.is_empty() {
-                    seen.push("no pods".into());
-                }
-                Ok(Check::Pending(seen.join("; ")))
-            }
-        },
-    )
-    .await
 }
 
 /// Where the weights of an entry point are read back.
@@ -338,251 +194,471 @@ async fn await_proxy_weights(
     .await
 }
 
+/// The Istio mesh of one run: what it may do was decided by its plan; this executes it.
 pub struct IstioMesh {
-    client: Client,
+    mesh_kind: &'static str,
     routing: Routing,
-    options: IstioOptions,
+    access: Access,
+    client: Option<Client>,
+    /// The CA the plan writes and plugs in, when it makes one.
+    new_ca: Option<CaBundle>,
+    dumps: Option<Arc<dyn ConfigDumps>>,
     log: WaitLog,
     views: Vec<ProxyView>,
     ingress: Option<Arc<PortForwardTarget>>,
     mesh: Option<Arc<ExecCurlTarget>>,
-    client_pod: Option<String>,
+    /// Every step attempted, in order: what the teardown undoes.
+    executed: Vec<Step>,
+    teardown: Teardown,
+    changes: ClusterChanges,
 }
 
 impl IstioMesh {
-    /// Checks istiod + webhook caBundle, applies the manifests (SSA), waits for the
-    /// Deployments, checks injection (namespace label, istio-proxy in every podinfo pod) and
-    /// the workload certificate chain, starts the mesh client pod and the gateway
-    /// port-forward. On failure, a diagnostics bundle goes to `work_dir/diagnostics` and the
-    /// error names it.
-    pub async fn start(
-        client: Client,
+    pub fn new(
+        mesh_kind: &'static str,
         routing: &Routing,
-        options: IstioOptions,
-    ) -> anyhow::Result<Self> {
-        let mut mesh = IstioMesh {
-            client,
+        access: Access,
+        new_ca: Option<CaBundle>,
+        teardown: Teardown,
+    ) -> Self {
+        Self {
+            mesh_kind,
             routing: routing.clone(),
-            options,
+            access,
+            client: None,
+            new_ca,
+            dumps: None,
             log: WaitLog::default(),
             views: Vec::new(),
             ingress: None,
             mesh: None,
-            client_pod: None,
-        };
-        match mesh.start_steps().await {
-            Ok(()) => Ok(mesh),
-            Err(e) => {
-                let dir = mesh.options.work_dir.join("diagnostics");
-                match mesh.diagnostics(&dir).await {
-                    Ok(()) => Err(e.context(format!("diagnostics in {}", dir.display()))),
-                    Err(d) => Err(e.context(format!("(writing diagnostics failed too: {d:#})"))),
+            executed: Vec::new(),
+            teardown,
+            changes: ClusterChanges::default(),
+        }
+    }
+
+    /// Uses a client the plan already made (the user's cluster was read to plan the run).
+    pub fn set_client(&mut self, client: Client) {
+        self.client = Some(client);
+    }
+
+    /// Reads the proxies' config_dumps from `dumps` instead of exec (tests: a mocked API
+    /// server cannot complete exec's websocket upgrade).
+    pub fn with_config_dumps(mut self, dumps: Arc<dyn ConfigDumps>) -> Self {
+        self.dumps = Some(dumps);
+        self
+    }
+
+    async fn client(&mut self) -> anyhow::Result<Client> {
+        if let Some(client) = &self.client {
+            return Ok(client.clone());
+        }
+        let client =
+            client_from_kubeconfig(&self.access.kubeconfig, self.access.context.as_deref()).await?;
+        self.client = Some(client.clone());
+        Ok(client)
+    }
+
+    async fn dumps(&mut self) -> anyhow::Result<Arc<dyn ConfigDumps>> {
+        if let Some(d) = &self.dumps {
+            return Ok(d.clone());
+        }
+        let dumps: Arc<dyn ConfigDumps> = Arc::new(ExecConfigDumps {
+            client: self.client().await?,
+            timeout: DUMP_TIMEOUT,
+        });
+        self.dumps = Some(dumps.clone());
+        Ok(dumps)
+    }
+
+    async fn run(&mut self, run: &Run) -> anyhow::Result<()> {
+        let attempts = run.retry.as_ref().map_or(1, |r| r.attempts.max(1));
+        let mut last = None;
+        for attempt in 1..=attempts {
+            let log = run.log.as_ref().map(|l| numbered(l, attempt, attempts));
+            let result = match run.invocation.run(run.timeout, log.as_deref()).await {
+                Ok(_) => match &run.retry {
+                    Some(retry) => self.wait(&retry.until).await,
+                    None => Ok(()),
+                },
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => {
+                    if let Some(file) = &run.then_remove {
+                        let _ = std::fs::remove_file(file);
+                    }
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::warn!("attempt {attempt}/{attempts} failed: {e:#}");
+                    last = Some(e);
+                    if let Some(retry) = run.retry.as_ref().filter(|_| attempt < attempts) {
+                        // A new client for the next attempt's cluster.
+                        self.client = None;
+                        self.dumps = None;
+                        if let Err(e) = retry.cleanup.run(run.timeout, None).await {
+                            tracing::warn!("cleaning up after the failed attempt: {e:#}");
+                        }
+                        tokio::time::sleep(PAUSE_BETWEEN_ATTEMPTS).await;
+                    }
                 }
             }
         }
+        let err = last.expect("at least one attempt");
+        let err = if attempts > 1 {
+            err.context(format!("failed {attempts} attempts"))
+        } else {
+            err
+        };
+        Err(with_fix(err, run.fix.as_deref()))
     }
 
-    fn bounds(&self) -> Bounds {
-        Bounds::new(self.options.wait)
-    }
-
-    async fn start_steps(&mut self) -> anyhow::Result<()> {
-        let client = self.client.clone();
-        let bounds = self.bounds();
-        let log = self.log.clone();
-        let root = self.options.ca.as_ref().map(|c| c.root_cert_pem.clone());
-
-        await_deployment(&client, ISTIO_NAMESPACE, ISTIOD, bounds, &log).await?;
-        await_webhook_ca_bundle(&client, root.as_deref(), bounds, &log).await?;
-
-        let objects: Vec<serde_json::Value> = self
-            .routing
-            .manifests
-            .objects
-            .iter()
-            .map(|o| o.value.clone())
-            .collect();
-        apply::apply_manifests(&client, &objects, bounds, &log).await?;
-        for d in &self.routing.manifests.deployments {
-            let ns = d
-                .value
-                .metadata
-                .namespace
-                .clone()
-                .unwrap_or_else(|| self.routing.namespace.clone());
-            await_deployment(&client, &ns, &d.value.metadata.name, bounds, &log).await?;
+    fn write(&mut self, path: &Path, file: &FileKind) -> anyhow::Result<()> {
+        match file {
+            FileKind::Dir => std::fs::create_dir_all(path)
+                .with_context(|| format!("creating {}", path.display())),
+            FileKind::PrivateDir => crate::cluster::kind::create_private_dir(path),
+            FileKind::CaBundle => {
+                let ca = self
+                    .new_ca
+                    .as_ref()
+                    .context("the plan made no CA to write")?;
+                ca.write_to(path).map(|_| ())
+            }
+            FileKind::OwnershipMarker { cluster } => {
+                crate::cluster::kind::write_marker(path, cluster)
+            }
+            FileKind::IstioOperator => {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                std::fs::write(path, crate::cluster::istioctl::OPERATOR_YAML)
+                    .with_context(|| format!("writing {}", path.display()))
+            }
+            other => bail!("the cluster mesh writes no {other:?}"),
         }
+    }
 
-        // Injection: the namespace asks for it and every pod of every Deployment got it.
-        let ns_name = self.routing.namespace.clone();
-        let ns = Api::<Namespace>::all(client.clone())
-            .get(&ns_name)
-            .await
-            .with_context(|| format!("reading Namespace {ns_name}"))?;
-        injection::check_namespace(&ns)?;
-        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns_name);
-        let mut first_workload = None;
-        for d in &self.routing.manifests.deployments {
-            let selector = injection::selector(&d.value.spec.template.metadata.labels);
-            let list = pods
-                .list(&ListParams::default().labels(&selector))
-                .await
-                .with_context(|| {
-                    format!("listing the pods of Deployment {}", d.value.metadata.name)
-                })?;
-            injection::check_pods(
-                &list.items,
-                &format!("Deployment {ns_name}/{}", d.value.metadata.name),
-            )?;
-            if first_workload.is_none() {
-                first_workload = list.items.first().and_then(|p| p.metadata.name.clone());
+    async fn apply(&mut self, apply: &Apply) -> anyhow::Result<()> {
+        let client = self.client().await?;
+        let what = apply.object.to_string();
+        if !apply.dry_run {
+            if apply.how.creates() {
+                self.changes.created.push(what.clone());
+            } else {
+                self.changes.changed.push(what.clone());
             }
         }
-        log.note("injection: the namespace is labelled and every podinfo pod runs istio-proxy");
+        apply::send(&client, apply).await
+    }
 
-        if let Some(pod) = first_workload {
-            self.check_workload_certificate(&pods, &pod).await?;
-        }
-
-        let entries = self.routing.entry_points();
-        if entries.contains(&EntryPoint::Mesh) {
-            self.start_client(&pods).await?;
-        }
-        if entries.contains(&EntryPoint::Ingress) {
-            self.start_gateway().await?;
-        }
+    async fn delete(&mut self, object: &ObjectRef) -> anyhow::Result<()> {
+        let client = self.client().await?;
+        let gone = apply::delete(&client, object).await?;
+        let what = object.to_string();
+        self.changes.created.retain(|c| c != &what || !gone);
+        self.changes.deleted.push(what);
         Ok(())
     }
 
-    /// The certificate the workload's proxy serves chains to the plugged-in root.
-    async fn check_workload_certificate(&self, pods: &Api<Pod>, pod: &str) -> anyhow::Result<()> {
-        let Some(ca) = &self.options.ca else {
-            self.log
-                .note("workload certificate: not checked (the cluster's Istio has its own CA)");
-            return Ok(());
-        };
-        let chain = wait_for(
-            &format!(
-                "the workload certificate of pod {pod} (SDS secret `default` in its config_dump)"
-            ),
-            Bounds {
-                timeout: self.options.wait,
-                interval: Duration::from_secs(2),
-            },
-            &self.log,
-            || async move {
-                let dump = proxy::config_dump(pods, pod, DUMP_TIMEOUT).await?;
-                Ok(match proxy::workload_chain(&dump) {
-                    Some(c) => Check::Ready(c),
-                    None => Check::Pending("the proxy has no `default` secret yet".into()),
+    async fn wait(&mut self, wait: &Wait) -> anyhow::Result<()> {
+        let bounds = Bounds::new(wait.bound);
+        let what = wait.condition.to_string();
+        let log = self.log.clone();
+        let client = self.client().await?;
+        match &wait.condition {
+            Condition::NodeReady { .. } => {
+                let nodes: Api<Node> = Api::all(client);
+                wait_for(&what, bounds, &log, || {
+                    let nodes = nodes.clone();
+                    async move {
+                        Ok(waits::nodes_ready(
+                            &nodes.list(&ListParams::default()).await?.items,
+                        ))
+                    }
                 })
-            },
-        )
-        .await?;
-        ca::verify_chain(&chain, &ca.root_cert_pem)
-            .with_context(|| format!("the workload certificate of pod {pod}"))?;
-        self.log.note(format!(
-            "workload certificate of {pod} chains to the harness's root {}",
-            ca.root_fingerprint()
-        ));
-        Ok(())
-    }
-
-    async fn start_client(&mut self, pods: &Api<Pod>) -> anyhow::Result<()> {
-        let ns = self.routing.namespace.clone();
-        let manifest = exec_target::client_pod_manifest(&ns, &self.routing.subsets[0].image);
-        let mut resolver = apply::Resolver::default();
-        apply::apply_object(&self.client, &mut resolver, &manifest).await?;
-        self.client_pod = Some(CLIENT_POD.to_string());
-        let pod = await_ready_pod(
-            &self.client,
-            &ns,
-            &format!("app={CLIENT_POD}"),
-            self.bounds(),
-            &self.log,
-        )
-        .await?;
-        let got = pods.get(&pod).await?;
-        injection::check_pods(&[got], &format!("the mesh client pod {ns}/{pod}"))?;
-        let short = self
-            .routing
-            .host
-            .split('.')
-            .next()
-            .unwrap_or(&self.routing.host);
-        let url = format!("http://{short}.{ns}:{}/", self.routing.port);
-        self.mesh = Some(Arc::new(ExecCurlTarget::new(pods.clone(), &pod, &url)));
-        // The sidecar's outbound route configuration is named after the service port; its
-        // virtual host lists the service's FQDN among its domains (Istio's
-        // generateVirtualHostDomains, without a port suffix for sidecars).
-        self.views.push(ProxyView {
-            entry: EntryPoint::Mesh,
-            proxy: ProxyRef {
-                label: "mesh-client".into(),
-                namespace: ns,
-                pod,
-            },
-            route_config: self.routing.port.to_string(),
-            domain: self.routing.host.clone(),
-        });
-        Ok(())
-    }
-
-    async fn start_gateway(&mut self) -> anyhow::Result<()> {
-        let binding = self
-            .routing
-            .gateway
-            .clone()
-            .context("the VirtualService is bound to no Gateway")?;
-        let labels = gateway::gateway_selector(&self.routing);
-        let selector = injection::selector(&labels);
-        let pod = await_ready_pod(
-            &self.client,
-            ISTIO_NAMESPACE,
-            &selector,
-            self.bounds(),
-            &self.log,
-        )
-        .await?;
-        let services: Api<Service> = Api::namespaced(self.client.clone(), ISTIO_NAMESPACE);
-        let list = services
-            .list(&ListParams::default())
-            .await
-            .context("listing the Services of istio-system")?;
-        let pod_obj: Pod = Api::<Pod>::namespaced(self.client.clone(), ISTIO_NAMESPACE)
-            .get(&pod)
-            .await?;
-        let pod_labels: BTreeMap<String, String> = pod_obj.metadata.labels.unwrap_or_default();
-        let port = gateway::target_port(&list.items, &pod_labels, binding.port);
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), ISTIO_NAMESPACE);
-        let target = PortForwardTarget::start(pods, &pod, port, &binding.host).await?;
-        self.ingress = Some(Arc::new(target));
-        self.views.push(ProxyView {
-            entry: EntryPoint::Ingress,
-            proxy: ProxyRef {
-                label: "gateway".into(),
-                namespace: ISTIO_NAMESPACE.to_string(),
-                pod,
-            },
-            route_config: gateway::route_config_name(port),
-            domain: binding.host.clone(),
-        });
-        Ok(())
-    }
-
-    /// The proxies' config_dumps, read through exec.
-    fn dumps(&self) -> ExecConfigDumps {
-        ExecConfigDumps {
-            client: self.client.clone(),
-            timeout: DUMP_TIMEOUT,
+                .await
+            }
+            Condition::DeploymentRolledOut { namespace, name } => {
+                let api: Api<Deployment> = Api::namespaced(client, namespace);
+                wait_for(&what, bounds, &log, || {
+                    let api = api.clone();
+                    async move {
+                        Ok(match api.get_opt(name).await? {
+                            None => Check::Pending("the Deployment does not exist".into()),
+                            Some(d) => waits::deployment_rolled_out(&d),
+                        })
+                    }
+                })
+                .await
+            }
+            Condition::InjectorCaBundle { revision, root } => {
+                let api: Api<MutatingWebhookConfiguration> = Api::all(client);
+                let selector = format!("{}={revision}", crate::cluster::facts::REVISION_LABEL);
+                let root = match root {
+                    Some(Root::Pem { pem, .. }) => Some(pem.clone()),
+                    _ => None,
+                };
+                wait_for(&what, bounds, &log, || {
+                    let api = api.clone();
+                    let params = ListParams::default().labels(&selector);
+                    let root = root.clone();
+                    async move {
+                        let hooks = api.list(&params).await?.items;
+                        Ok(waits::injector_ca_bundles(&hooks, root.as_deref()))
+                    }
+                })
+                .await
+            }
+            Condition::CrdEstablished { name } => {
+                let api: Api<CustomResourceDefinition> = Api::all(client);
+                wait_for(&what, bounds, &log, || {
+                    let api = api.clone();
+                    async move { Ok(apply::crd_established(api.get_opt(name).await?.as_ref())) }
+                })
+                .await
+            }
+            Condition::NamespaceInjection { namespace, label } => {
+                let api: Api<Namespace> = Api::all(client);
+                wait_for(&what, bounds, &log, || {
+                    let api = api.clone();
+                    async move {
+                        Ok(match api.get_opt(namespace).await? {
+                            None => Check::Pending("the Namespace does not exist".into()),
+                            Some(ns) => injection::namespace_asks(&ns, label),
+                        })
+                    }
+                })
+                .await
+            }
+            Condition::PodsInjected {
+                namespace,
+                deployment,
+                selector,
+            } => {
+                let pods: Api<Pod> = Api::namespaced(client, namespace);
+                let params = ListParams::default().labels(&crate::steps::selector_text(selector));
+                let of = format!("Deployment {namespace}/{deployment}");
+                wait_for(&what, bounds, &log, || {
+                    let pods = pods.clone();
+                    let params = params.clone();
+                    let of = of.clone();
+                    async move {
+                        Ok(injection::pods_injected(
+                            &pods.list(&params).await?.items,
+                            &of,
+                        ))
+                    }
+                })
+                .await
+            }
+            Condition::WorkloadCertificate {
+                namespace,
+                selector,
+                root,
+                ..
+            } => {
+                let root_pem = match root {
+                    Root::Pem { pem, .. } => pem.clone(),
+                    Root::MeshConfigMap { namespace } => mesh_root(&client, namespace).await?,
+                };
+                let pods: Api<Pod> = Api::namespaced(client, namespace);
+                let dumps = self.dumps().await?;
+                let params = ListParams::default().labels(&crate::steps::selector_text(selector));
+                let (pod, chain) = wait_for(
+                    &what,
+                    Bounds {
+                        timeout: wait.bound,
+                        interval: Duration::from_secs(2),
+                    },
+                    &log,
+                    || {
+                        let pods = pods.clone();
+                        let params = params.clone();
+                        let dumps = dumps.clone();
+                        let namespace = namespace.clone();
+                        async move {
+                            let list = pods.list(&params).await?.items;
+                            let Some(pod) = waits::live_ready_pod(&list) else {
+                                return Ok(Check::Pending(
+                                    "no ready pod that is not being deleted".into(),
+                                ));
+                            };
+                            let proxy = ProxyRef {
+                                label: "workload".into(),
+                                namespace,
+                                pod: pod.clone(),
+                            };
+                            let dump = dumps.dump(&proxy).await?;
+                            Ok(match proxy::workload_chain(&dump) {
+                                Some(c) => Check::Ready((pod, c)),
+                                None => Check::Pending(format!(
+                                    "the proxy of pod {pod} has no `default` secret yet"
+                                )),
+                            })
+                        }
+                    },
+                )
+                .await?;
+                ca::verify_chain(&chain, &root_pem).with_context(|| {
+                    format!("the workload certificate of pod {namespace}/{pod}")
+                })?;
+                self.log.note(format!(
+                    "workload certificate of {namespace}/{pod} chains to {root}"
+                ));
+                Ok(())
+            }
+            Condition::PodReady { namespace, name } => {
+                let pods: Api<Pod> = Api::namespaced(client, namespace);
+                wait_for(&what, bounds, &log, || {
+                    let pods = pods.clone();
+                    async move {
+                        Ok(match pods.get_opt(name).await? {
+                            None => Check::Pending("the pod does not exist".into()),
+                            Some(p) => waits::pod_ready_with_proxy(&p),
+                        })
+                    }
+                })
+                .await
+            }
+            other => bail!("the cluster mesh cannot wait for {other}"),
         }
     }
+
+    async fn open(&mut self, open: &Open) -> anyhow::Result<()> {
+        let client = self.client().await?;
+        match &open.via {
+            Via::Exec {
+                namespace,
+                pod,
+                url,
+                ..
+            } => {
+                let pods: Api<Pod> = Api::namespaced(client, namespace);
+                self.mesh = Some(Arc::new(ExecCurlTarget::new(pods, pod, url)));
+                // The sidecar's outbound route configuration is named after the service port;
+                // its virtual host lists the service's FQDN among its domains (Istio's
+                // generateVirtualHostDomains, without a port suffix for sidecars).
+                self.views.push(ProxyView {
+                    entry: EntryPoint::Mesh,
+                    proxy: ProxyRef {
+                        label: "mesh-client".into(),
+                        namespace: namespace.clone(),
+                        pod: pod.clone(),
+                    },
+                    route_config: self.routing.port.to_string(),
+                    domain: self.routing.host.clone(),
+                });
+                Ok(())
+            }
+            Via::PortForward {
+                selector,
+                gateway_port,
+                host,
+            } => {
+                let (namespace, pod, port) =
+                    gateway::find_gateway(&client, selector, *gateway_port).await?;
+                let pods: Api<Pod> = Api::namespaced(client, &namespace);
+                let target = PortForwardTarget::start(pods, &pod, port, host).await?;
+                self.ingress = Some(Arc::new(target));
+                self.views.push(ProxyView {
+                    entry: EntryPoint::Ingress,
+                    proxy: ProxyRef {
+                        label: "gateway".into(),
+                        namespace,
+                        pod,
+                    },
+                    route_config: gateway::route_config_name(port),
+                    domain: host.clone(),
+                });
+                Ok(())
+            }
+            Via::Listener { .. } => bail!("the cluster mesh has no local listeners"),
+        }
+    }
+}
+
+/// The error with the step's fix after it, as input errors show theirs.
+pub fn with_fix(err: anyhow::Error, fix: Option<&str>) -> anyhow::Error {
+    match fix {
+        Some(fix) => anyhow::anyhow!("{err:#}\n  fix: {fix}"),
+        None => err,
+    }
+}
+
+/// `kind-create.log` → `kind-create-2.log` for the second of several attempts.
+fn numbered(log: &Path, attempt: u32, attempts: u32) -> PathBuf {
+    if attempts == 1 {
+        return log.to_path_buf();
+    }
+    let stem = log.file_stem().and_then(|s| s.to_str()).unwrap_or("run");
+    let ext = log.extension().and_then(|s| s.to_str()).unwrap_or("log");
+    log.with_file_name(format!("{stem}-{attempt}.{ext}"))
+}
+
+/// The root Istio publishes in `namespace` (ConfigMap `istio-ca-root-cert`, key
+/// `root-cert.pem`).
+async fn mesh_root(client: &Client, namespace: &str) -> anyhow::Result<String> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let cm = api
+        .get(ROOT_CONFIGMAP)
+        .await
+        .with_context(|| format!("reading ConfigMap {namespace}/{ROOT_CONFIGMAP}"))?;
+    cm.data
+        .and_then(|d| d.get(ca::ROOT_CERT_FILE).cloned())
+        .with_context(|| format!("ConfigMap {namespace}/{ROOT_CONFIGMAP} has no root-cert.pem"))
 }
 
 #[async_trait]
 impl Mesh for IstioMesh {
     fn kind(&self) -> &'static str {
-        self.options.mesh_kind
+        self.mesh_kind
+    }
+
+    async fn execute(&mut self, step: &Step) -> anyhow::Result<()> {
+        self.executed.push(step.clone());
+        match &step.action {
+            Action::Use { path, .. } => {
+                anyhow::ensure!(
+                    crate::tools::executable(path),
+                    "{} is not an executable file",
+                    path.display()
+                );
+                Ok(())
+            }
+            Action::Fetch(fetch) => crate::tools::release::fetch(fetch).await.map(|_| ()),
+            Action::Run(run) => self.run(run).await,
+            Action::Write(w) => self.write(&w.path, &w.file),
+            Action::Apply(a) => self.apply(a).await,
+            Action::Wait(w) => self.wait(w).await,
+            Action::Open(o) => self.open(o).await,
+            Action::Delete(o) => self.delete(o).await,
+            Action::Skip(why) => {
+                if why.contains("kept") || why.contains("--keep") {
+                    self.changes.left.push(why.clone());
+                }
+                Ok(())
+            }
+            Action::Start(_) | Action::Stop(_) => {
+                bail!("the cluster mesh starts no local processes")
+            }
+        }
+    }
+
+    fn teardown(&self) -> Vec<Step> {
+        // Stop the port-forward first: it holds streams to a pod about to go.
+        if let Some(pf) = &self.ingress {
+            pf.stop();
+        }
+        let done: Vec<Step> = self
+            .executed
+            .iter()
+            .filter(|s| s.section != crate::steps::Section::Teardown)
+            .cloned()
+            .collect();
+        cluster_plan::teardown(&done, &self.teardown)
     }
 
     fn entry_points(&self) -> Vec<EntryPoint> {
@@ -592,7 +668,8 @@ impl Mesh for IstioMesh {
     }
 
     async fn apply(&mut self, virtual_service: &VirtualService) -> anyhow::Result<()> {
-        apply::apply_virtual_service(&self.client, virtual_service).await
+        let client = self.client().await?;
+        apply::apply_virtual_service(&client, virtual_service).await
     }
 
     /// Polls the config_dump of the gateway and of the client's sidecar until both route with
@@ -603,7 +680,8 @@ impl Mesh for IstioMesh {
             timeout,
             interval: Duration::from_millis(500),
         };
-        await_proxy_weights(&self.dumps(), &self.views, weights, bounds, &self.log).await?;
+        let dumps = self.dumps().await?;
+        await_proxy_weights(dumps.as_ref(), &self.views, weights, bounds, &self.log).await?;
         tracing::debug!("weights reached the proxies after {:?}", started.elapsed());
         Ok(())
     }
@@ -619,136 +697,58 @@ impl Mesh for IstioMesh {
     }
 
     async fn diagnostics(&self, dir: &Path) -> anyhow::Result<()> {
+        let Some(client) = &self.client else {
+            std::fs::create_dir_all(dir)?;
+            std::fs::write(
+                dir.join("README.txt"),
+                "The run failed before it reached the cluster's API server.\n",
+            )?;
+            return Ok(());
+        };
         let proxies: Vec<ProxyRef> = self.views.iter().map(|v| v.proxy.clone()).collect();
-        let namespaces = [self.routing.namespace.as_str(), ISTIO_NAMESPACE];
-        let dumps = self.dumps();
-        diagnostics::collect(&self.client, &dumps, dir, &namespaces, &proxies, &self.log).await
-    }
-
-    async fn shutdown(mut self: Box<Self>) -> anyhow::Result<()> {
-        if let Some(pf) = self.ingress.take() {
-            pf.stop();
-        }
-        self.mesh = None;
-        if let Some(pod) = self.client_pod.take() {
-            let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.routing.namespace);
-            let deleted = tokio::time::timeout(
-                Duration::from_secs(30),
-                pods.delete(&pod, &DeleteParams::default().grace_period(1)),
-            )
-            .await;
-            match deleted {
-                Ok(Ok(_)) => {}
-                Ok(Err(kube::Error::Api(e))) if e.code == 404 => {}
-                Ok(Err(e)) => bail!("deleting the mesh client pod {pod}: {e}"),
-                Err(_) => bail!("deleting the mesh client pod {pod} took longer than 30 s"),
+        let mut namespaces = vec![self.routing.namespace.clone()];
+        for v in &self.views {
+            if !namespaces.contains(&v.proxy.namespace) {
+                namespaces.push(v.proxy.namespace.clone());
             }
         }
-        Ok(())
+        if !namespaces.iter().any(|n| n == gateway::ISTIO_NAMESPACE) {
+            namespaces.push(gateway::ISTIO_NAMESPACE.to_string());
+        }
+        let namespaces: Vec<&str> = namespaces.iter().map(String::as_str).collect();
+        let exec = ExecConfigDumps {
+            client: client.clone(),
+            timeout: DUMP_TIMEOUT,
+        };
+        let dumps: &dyn ConfigDumps = match &self.dumps {
+            Some(d) => d.as_ref(),
+            None => &exec,
+        };
+        diagnostics::collect(client, dumps, dir, &namespaces, &proxies, &self.log).await
+    }
+
+    fn cluster_changes(&self) -> ClusterChanges {
+        let mut changes = self.changes.clone();
+        if let Teardown::Kind { cluster, .. } = &self.teardown
+            && self
+                .executed
+                .iter()
+                .any(|s| matches!(&s.action, Action::Run(r) if r.then_remove.is_some()))
+        {
+            changes.deleted.push(format!(
+                "kind cluster `{cluster}`, and with it everything the run created there"
+            ));
+            changes.created.clear();
+        }
+        changes
     }
 }
 
-/// Dropping the mesh stops the port-forward (its task is aborted) and asks the API server to
-/// delete the client pod in the background, when a runtime is still there to do it.
+/// Dropping the mesh stops the port-forward (its task is aborted).
 impl Drop for IstioMesh {
     fn drop(&mut self) {
         if let Some(pf) = self.ingress.take() {
             pf.stop();
         }
-        if let Some(pod) = self.client_pod.take()
-            && let Ok(handle) = tokio::runtime::Handle::try_current()
-        {
-            let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.routing.namespace);
-            handle.spawn(async move {
-                let _ = pods
-                    .delete(&pod, &DeleteParams::default().grace_period(1))
-                    .await;
-            });
-        }
     }
-}
-
-/// For --dry-run: the Kubernetes objects the run applies, in order, and the waits it makes.
-pub fn plan_lines(routing: &Routing) -> Vec<String> {
-    let mut out = vec![
-        format!("wait: Deployment {ISTIO_NAMESPACE}/{ISTIOD} rolled out and available"),
-        format!(
-            "wait: MutatingWebhookConfiguration {INJECTOR_WEBHOOK} has a caBundle (the plugged-in root when the harness's CA is used)"
-        ),
-    ];
-    let objects: Vec<serde_json::Value> = routing
-        .manifests
-        .objects
-        .iter()
-        .map(|o| o.value.clone())
-        .collect();
-    let ordered = apply::ordered(&objects);
-    let ssa = format!("server-side apply (field manager {FIELD_MANAGER}, force)");
-    for o in ordered.iter().filter(|o| !apply::is_istio(o)) {
-        out.push(format!("apply: {} — {ssa}", apply::describe(o)));
-    }
-    for crd in apply::needed_crds(&objects) {
-        out.push(format!("wait: CRD {crd} Established"));
-    }
-    for o in ordered.iter().filter(|o| apply::is_istio(o)) {
-        out.push(format!("apply: {} — {ssa}", apply::describe(o)));
-    }
-    for d in &routing.manifests.deployments {
-        let ns = d
-            .value
-            .metadata
-            .namespace
-            .as_deref()
-            .unwrap_or(&routing.namespace);
-        out.push(format!(
-            "wait: Deployment {ns}/{} rolled out (observedGeneration, available replicas)",
-            d.value.metadata.name
-        ));
-    }
-    out.push(format!(
-        "check: Namespace {} has istio-injection=enabled; every pod of the Deployments runs istio-proxy",
-        routing.namespace
-    ));
-    out.push(
-        "check: the workload certificate a podinfo proxy serves chains to the harness's root"
-            .into(),
-    );
-    let entries = routing.entry_points();
-    if entries.contains(&EntryPoint::Mesh) {
-        out.push(format!(
-            "apply: Pod {}/{CLIENT_POD} (podinfo's image, gets a sidecar) — {ssa}",
-            routing.namespace
-        ));
-        out.push(format!(
-            "wait: Pod {}/{CLIENT_POD} ready",
-            routing.namespace
-        ));
-    }
-    if let Some(g) = &routing.gateway
-        && entries.contains(&EntryPoint::Ingress)
-    {
-        out.push(format!(
-            "wait: a ready ingress gateway pod in {ISTIO_NAMESPACE} ({}); port-forward 127.0.0.1:<free> → its container port for Gateway port {} (Host {})",
-            injection::selector(&gateway::gateway_selector(routing)),
-            g.port,
-            g.host
-        ));
-    }
-    let vs = &routing.virtual_service.value;
-    out.push(format!(
-        "per stage: apply VirtualService {}/{} with the stage's weights — {ssa}",
-        vs.metadata
-            .namespace
-            .as_deref()
-            .unwrap_or(&routing.namespace),
-        vs.metadata.name
-    ));
-    out.push(
-        "per stage: wait until the gateway's and the client sidecar's Envoy report the weights (pilot-agent request GET config_dump)".into(),
-    );
-    out.push(format!(
-        "end: delete Pod {}/{CLIENT_POD}; stop the port-forward (the cluster stays)",
-        routing.namespace
-    ));
-    out
 }

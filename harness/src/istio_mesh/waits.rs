@@ -302,6 +302,121 @@ pub fn webhook_ca_bundle(
     Check::Ready(())
 }
 
+/// Whether every node reports `Ready=True` (kind's `--wait` does not guarantee it).
+pub fn nodes_ready(nodes: &[k8s_openapi::api::core::v1::Node]) -> Check<()> {
+    if nodes.is_empty() {
+        return Check::Pending("no nodes registered yet".into());
+    }
+    let mut seen = Vec::new();
+    for node in nodes {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let status = serde_json::to_value(&node.status).unwrap_or_default();
+        let conds = conditions(&status);
+        if !conds.iter().any(|(t, s, _)| t == "Ready" && s == "True") {
+            seen.push(format!("node {name}: {}", describe_conditions(&conds)));
+        }
+    }
+    if seen.is_empty() {
+        Check::Ready(())
+    } else {
+        Check::Pending(seen.join("; "))
+    }
+}
+
+/// The label istioctl puts in both selectors of a webhook it switches off.
+pub const DEACTIVATED_LABEL: (&str, &str) = ("istio.io/deactivated", "never-match");
+
+/// Whether a webhook of a configuration has been switched off (istioctl's never-match
+/// selectors, as it writes them when a revision tag takes over).
+pub fn never_matches(hook: &k8s_openapi::api::admissionregistration::v1::MutatingWebhook) -> bool {
+    let deactivated =
+        |s: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>| {
+            s.as_ref()
+                .and_then(|s| s.match_labels.as_ref())
+                .and_then(|l| l.get(DEACTIVATED_LABEL.0))
+                .is_some_and(|v| v == DEACTIVATED_LABEL.1)
+        };
+    deactivated(&hook.namespace_selector) || deactivated(&hook.object_selector)
+}
+
+/// Whether every active sidecar-injector webhook of the configurations (those of one
+/// revision) has a caBundle, holding `expected_root` when given. Configurations whose webhooks
+/// all never match are not the ones that inject, and are skipped.
+pub fn injector_ca_bundles(
+    configs: &[MutatingWebhookConfiguration],
+    expected_root: Option<&str>,
+) -> Check<()> {
+    let mut active = Vec::new();
+    let mut skipped = Vec::new();
+    for config in configs {
+        let name = config.metadata.name.clone().unwrap_or_default();
+        let hooks: Vec<_> = config
+            .webhooks
+            .iter()
+            .flatten()
+            .filter(|h| h.name.ends_with("sidecar-injector.istio.io") && !never_matches(h))
+            .cloned()
+            .collect();
+        if hooks.is_empty() {
+            skipped.push(name);
+            continue;
+        }
+        let mut only_active = config.clone();
+        only_active.webhooks = Some(hooks);
+        active.push(only_active);
+    }
+    if active.is_empty() {
+        return Check::Pending(if configs.is_empty() {
+            "no MutatingWebhookConfiguration of the revision yet".into()
+        } else {
+            format!(
+                "no active sidecar-injector webhook yet (switched off: {})",
+                skipped.join(", ")
+            )
+        });
+    }
+    for config in &active {
+        match webhook_ca_bundle(config, expected_root) {
+            Check::Ready(()) => {}
+            other => return other,
+        }
+    }
+    Check::Ready(())
+}
+
+/// The name of a ready pod that is not being deleted, the first by name (so that every look
+/// picks the same one while it stays ready).
+pub fn live_ready_pod(pods: &[Pod]) -> Option<String> {
+    let mut ready: Vec<String> = pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| matches!(pod_ready(p), Check::Ready(())))
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    ready.sort();
+    ready.into_iter().next()
+}
+
+/// A ready pod that is not being deleted and runs `istio-proxy` (the mesh client).
+pub fn pod_ready_with_proxy(pod: &Pod) -> Check<()> {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    if pod.metadata.deletion_timestamp.is_some() {
+        return Check::Failed(anyhow::anyhow!("pod {name} is being deleted"));
+    }
+    match pod_ready(pod) {
+        Check::Ready(()) if super::injection::has_proxy(pod) => Check::Ready(()),
+        Check::Ready(()) => {
+            let (containers, init) = container_names(pod);
+            Check::Failed(anyhow::anyhow!(
+                "pod {name} runs without an istio-proxy container (containers [{}], init containers [{}]): its namespace does not get sidecars injected",
+                containers.join(", "),
+                init.join(", ")
+            ))
+        }
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

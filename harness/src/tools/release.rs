@@ -1,8 +1,8 @@
 //! The tools of the cluster meshes, kind and istioctl, at pinned versions: taken from `PATH`
 //! when their version is the pinned one, else from the harness's tool cache, else downloaded
-//! into it from the project's GitHub release and checked against the pinned sha256 (and
-//! against the checksum file published beside the release asset). Also the Docker check that
-//! `--mesh kind` does before anything else.
+//! into it from the project's GitHub release (a `Fetch` step) and checked against the pinned
+//! sha256 and against the checksum file published beside the release asset. Also the Docker
+//! check that `--mesh kind` runs before anything else.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -12,6 +12,7 @@ use anyhow::{Context, anyhow, bail};
 use sha2::{Digest, Sha256};
 
 use crate::invocation::Invocation;
+use crate::steps::{Action, Fetch, Run, Section, Step};
 
 /// kind release: the current one (kubernetes-sigs/kind, tag v0.32.0, 2026-06-02).
 pub const KIND_VERSION: &str = "v0.32.0";
@@ -32,8 +33,6 @@ pub const ISTIOCTL_LINUX_AMD64_SHA256: &str =
 
 /// Bound on asking a tool its version.
 const VERSION_TIMEOUT: Duration = Duration::from_secs(20);
-/// Bound on `docker info`.
-const DOCKER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How a release asset holds the tool.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,7 +79,7 @@ pub fn kind() -> ToolSpec {
         name: "kind",
         version: KIND_VERSION,
         version_args: &["version"],
-        parse_version: crate::kind::parse_version,
+        parse_version: crate::cluster::kind::parse_version,
         release: linux_amd64().then(|| Release {
             url: format!("{base}/kind-linux-amd64"),
             checksum_url: format!("{base}/kind-linux-amd64.sha256sum"),
@@ -99,7 +98,7 @@ pub fn istioctl() -> ToolSpec {
         name: "istioctl",
         version: ISTIO_VERSION,
         version_args: &["version", "--remote=false"],
-        parse_version: crate::istioctl::parse_version,
+        parse_version: crate::cluster::istioctl::parse_version,
         release: linux_amd64().then(|| Release {
             url: format!("{base}/{asset}"),
             checksum_url: format!("{base}/{asset}.sha256"),
@@ -117,47 +116,74 @@ pub fn cached_path(spec: &ToolSpec, cache: &Path) -> PathBuf {
         .join(spec.name)
 }
 
-/// The tool at its pinned version: from `PATH`, the cache, or a checked download.
-pub async fn ensure(spec: &ToolSpec, cache: &Path) -> anyhow::Result<PathBuf> {
+/// How the run gets the tool at its pinned version: a `Use` step for one on `PATH` (that
+/// reports the pinned version) or in the cache, else a `Fetch` of the pinned release.
+pub async fn source(spec: &ToolSpec, cache: &Path) -> anyhow::Result<(PathBuf, Step)> {
     let path = std::env::var_os("PATH");
-    if let Some(found) = find_on_path(spec, path.as_deref()).await {
-        tracing::info!(
-            "{} {}: {} (from PATH)",
-            spec.name,
-            spec.version,
-            found.display()
+    let found = match find_on_path(spec, path.as_deref()).await {
+        Some(found) => Some((found, format!("PATH, where it reports {}", spec.version))),
+        None => {
+            let cached = cached_path(spec, cache);
+            crate::tools::executable(&cached).then(|| (cached, "the tool cache".to_string()))
+        }
+    };
+    if let Some((path, from)) = found {
+        let step = Step::new(
+            Section::Tools,
+            Action::Use {
+                tool: format!("{} {}", spec.name, spec.version),
+                path: path.clone(),
+                from,
+            },
         );
-        return Ok(found);
-    }
-    let cached = cached_path(spec, cache);
-    if harness::tools::executable(&cached) {
-        tracing::info!(
-            "{} {}: {} (from the tool cache)",
-            spec.name,
-            spec.version,
-            cached.display()
-        );
-        return Ok(cached);
+        return Ok((path, step));
     }
     let Some(release) = &spec.release else {
-        bail!(
-            "the harness pins no {} download for {}/{}\n  fix: install {} {} on PATH ({})",
+        return Err(crate::input_error::InputError::new(
+            "PATH",
             spec.name,
-            std::env::consts::OS,
-            std::env::consts::ARCH,
-            spec.name,
-            spec.version,
-            spec.install_hint
-        );
+            format!(
+                "the harness pins no {} download for {}/{}, and no {} {} is on PATH",
+                spec.name,
+                std::env::consts::OS,
+                std::env::consts::ARCH,
+                spec.name,
+                spec.version
+            ),
+            format!(
+                "install {} {} on PATH ({})",
+                spec.name, spec.version, spec.install_hint
+            ),
+        )
+        .into());
     };
-    download(&http_client()?, spec, release, cache).await
+    let dest = cached_path(spec, cache);
+    let fetch = Fetch {
+        tool: spec.name.to_string(),
+        version: spec.version.to_string(),
+        url: release.url.clone(),
+        checksum_url: release.checksum_url.clone(),
+        sha256: release.sha256.clone(),
+        member: match release.packaging {
+            Packaging::Binary => None,
+            Packaging::TarGz { member } => Some(member.to_string()),
+        },
+        dest: dest.clone(),
+        install_hint: spec.install_hint.to_string(),
+    };
+    Ok((dest, Step::new(Section::Tools, Action::Fetch(fetch))))
+}
+
+/// Executes a `Fetch` step: downloads, checks and installs the tool at its `dest`.
+pub async fn fetch(fetch: &Fetch) -> anyhow::Result<PathBuf> {
+    download(&http_client()?, fetch).await
 }
 
 /// The first `spec.name` on `path` if it reports the pinned version.
 pub async fn find_on_path(spec: &ToolSpec, path: Option<&OsStr>) -> Option<PathBuf> {
     let candidate = std::env::split_paths(path?)
         .map(|dir| dir.join(spec.name))
-        .find(|p| harness::tools::executable(p))?;
+        .find(|p| crate::tools::executable(p))?;
     let args = spec.version_args.iter().map(|a| a.to_string()).collect();
     let run = Invocation::new(&candidate, args);
     match run.run(VERSION_TIMEOUT, None).await {
@@ -199,17 +225,17 @@ pub fn http_client() -> anyhow::Result<reqwest::Client> {
 
 /// Downloads `release` into the cache and checks it. Everything is written in a staging folder
 /// inside the cache and moved into place only once checked, so a failure leaves nothing behind.
-pub async fn download(
-    client: &reqwest::Client,
-    spec: &ToolSpec,
-    release: &Release,
-    cache: &Path,
-) -> anyhow::Result<PathBuf> {
-    let what = format!("{} {}", spec.name, spec.version);
+pub async fn download(client: &reqwest::Client, release: &Fetch) -> anyhow::Result<PathBuf> {
+    let what = format!("{} {}", release.tool, release.version);
+    let dest = release.dest.clone();
+    let dir = dest.parent().context("a cached tool has a folder")?;
+    let cache = dir
+        .parent()
+        .context("a cached tool's folder is in the cache")?;
     let fix = format!(
         "fix: check this machine's internet access (or its HTTPS_PROXY), or install {what} on PATH ({}), or put the binary at {}",
-        spec.install_hint,
-        cached_path(spec, cache).display()
+        release.install_hint,
+        dest.display()
     );
     std::fs::create_dir_all(cache).with_context(|| format!("creating {}", cache.display()))?;
     let staging = tempfile::Builder::new()
@@ -235,7 +261,7 @@ pub async fn download(
         );
     }
 
-    let file_name = release.url.rsplit('/').next().unwrap_or(spec.name);
+    let file_name = release.url.rsplit('/').next().unwrap_or(&release.tool);
     let asset = staging.path().join(file_name);
     let got = fetch_to_file(client, &release.url, &asset)
         .await
@@ -248,15 +274,13 @@ pub async fn download(
         );
     }
 
-    let binary = staging.path().join(format!("{}.bin", spec.name));
-    match release.packaging {
-        Packaging::Binary => std::fs::rename(&asset, &binary)?,
-        Packaging::TarGz { member } => extract_tar_member(&asset, member, &binary)?,
+    let binary = staging.path().join(format!("{}.bin", release.tool));
+    match &release.member {
+        None => std::fs::rename(&asset, &binary)?,
+        Some(member) => extract_tar_member(&asset, member, &binary)?,
     }
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755))?;
-    let dest = cached_path(spec, cache);
-    let dir = dest.parent().expect("a cached tool has a folder");
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::rename(&binary, &dest).with_context(|| format!("installing {}", dest.display()))?;
     tracing::info!("{what}: {} (downloaded, sha256 checked)", dest.display());
@@ -334,93 +358,55 @@ pub fn extract_tar_member(archive: &Path, member: &str, dest: &Path) -> anyhow::
     bail!("{} has no {member}", archive.display())
 }
 
-/// The argv of the Docker check.
-pub fn docker_info(docker: impl Into<PathBuf>) -> Invocation {
-    Invocation::new(
-        docker,
-        vec![
-            "info".into(),
-            "--format".into(),
-            "{{.ServerVersion}}".into(),
-        ],
-    )
-}
+/// Bound on `docker info`.
+pub const DOCKER_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Fails with a clear message (exit 2) unless a Docker engine answers `check`
-/// (normally [`docker_info`]).
-pub async fn check_docker(check: &Invocation) -> anyhow::Result<()> {
-    let fix = "fix: start a Docker engine (kind runs the cluster's nodes as containers), or run `cargo xtask e2e --mesh local` (real Envoy on loopback, no cluster), or `--mesh existing --kubeconfig PATH` for a cluster you have";
-    match check.run(DOCKER_TIMEOUT, None).await {
-        Ok(version) => {
-            tracing::info!("docker engine {}", version.trim());
-            Ok(())
-        }
-        Err(e) => {
-            let why = format!("{e:#}");
-            let problem = if why.contains("is not installed") {
-                "there is no `docker` command on PATH".to_string()
-            } else {
-                format!("no Docker engine answers: {why}")
-            };
-            bail!("--mesh kind needs Docker, and {problem}\n  {fix}")
-        }
-    }
+/// The Docker check, the first step of a kind run: a clear stop (and the way out) when no
+/// engine answers.
+pub fn docker_check(docker: impl Into<PathBuf>) -> Step {
+    let mut run = Run::new(
+        Invocation::new(
+            docker,
+            vec![
+                "info".into(),
+                "--format".into(),
+                "{{.ServerVersion}}".into(),
+            ],
+        ),
+        DOCKER_TIMEOUT,
+    )
+    .note("kind runs the cluster's nodes as Docker containers");
+    run.fix = Some(
+        "--mesh kind needs Docker: start a Docker engine, or run `cargo xtask e2e --mesh local` (real Envoy on loopback, no cluster), or `--mesh existing --kubeconfig PATH` for a cluster you have".into(),
+    );
+    Step::new(Section::Tools, Action::Run(run))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use rstest::rstest;
-    use std::collections::HashMap;
-    use std::io::{BufRead, BufReader, Write};
     use std::net::TcpListener;
     use std::os::unix::fs::PermissionsExt;
-    use std::sync::Arc;
 
     /// A loopback HTTP server answering GETs from a fixed table; anything else is a 404.
     struct Server {
         base: String,
+        _task: tokio::task::JoinHandle<()>,
     }
 
     impl Server {
-        fn start(routes: Vec<(&str, Vec<u8>)>) -> Self {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        async fn start(routes: Vec<(&str, Vec<u8>)>) -> Self {
+            let mut app = axum::Router::new();
+            for (path, body) in routes {
+                app = app.route(path, axum::routing::get(move || async move { body }));
+            }
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let base = format!("http://{}", listener.local_addr().unwrap());
-            let routes: Arc<HashMap<String, Vec<u8>>> = Arc::new(
-                routes
-                    .into_iter()
-                    .map(|(p, b)| (p.to_string(), b))
-                    .collect(),
-            );
-            std::thread::spawn(move || {
-                for stream in listener.incoming() {
-                    let Ok(mut stream) = stream else { continue };
-                    let mut reader = BufReader::new(stream.try_clone().unwrap());
-                    let mut request = String::new();
-                    if reader.read_line(&mut request).is_err() {
-                        continue;
-                    }
-                    // Skip the headers.
-                    loop {
-                        let mut line = String::new();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                            break;
-                        }
-                    }
-                    let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
-                    let (status, body) = match routes.get(&path) {
-                        Some(body) => ("200 OK", body.clone()),
-                        None => ("404 Not Found", b"Not Found".to_vec()),
-                    };
-                    let _ = write!(
-                        stream,
-                        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                        body.len()
-                    );
-                    let _ = stream.write_all(&body);
-                }
+            let task = tokio::spawn(async move {
+                axum::serve(listener, app).await.unwrap();
             });
-            Self { base }
+            Self { base, _task: task }
         }
 
         fn url(&self, path: &str) -> String {
@@ -441,9 +427,17 @@ mod tests {
             name: "kind",
             version: "v9.9.9",
             version_args: &["version"],
-            parse_version: crate::kind::parse_version,
+            parse_version: crate::cluster::kind::parse_version,
             release: Some(release),
             install_hint: "https://example.invalid/install",
+        }
+    }
+
+    /// The Fetch step the plan makes for `spec` with the cache in `cache`.
+    async fn fetch_step(spec: &ToolSpec, cache: &Path) -> Fetch {
+        match source(spec, cache).await.unwrap().1.action {
+            Action::Fetch(f) => f,
+            other => panic!("not a fetch: {other}"),
         }
     }
 
@@ -459,8 +453,8 @@ mod tests {
     /// What the cache holds, as sorted relative paths.
     /// Runs a download that must fail, checks it left nothing in the cache, returns the error.
     async fn failed_download(spec: &ToolSpec, cache: &Path) -> String {
-        let release = spec.release.as_ref().expect("a release to download");
-        let err = download(&client(), spec, release, cache)
+        let fetch = fetch_step(spec, cache).await;
+        let err = download(&client(), &fetch)
             .await
             .expect_err("the download must fail")
             .to_string();
@@ -498,17 +492,12 @@ mod tests {
                 "/dl/kind-linux-amd64.sha256sum",
                 format!("{sum}  kind-linux-amd64\n").into_bytes(),
             ),
-        ]);
+        ])
+        .await;
         let cache = tempfile::tempdir().unwrap();
         let spec = spec(release(&server, &sum));
-        let path = download(
-            &client(),
-            &spec,
-            spec.release.as_ref().unwrap(),
-            cache.path(),
-        )
-        .await
-        .unwrap();
+        let fetch = fetch_step(&spec, cache.path()).await;
+        let path = download(&client(), &fetch).await.unwrap();
         assert_eq!(path, cached_path(&spec, cache.path()));
         assert_eq!(std::fs::read(&path).unwrap(), BINARY);
         assert_eq!(
@@ -516,8 +505,10 @@ mod tests {
             0o755
         );
         assert_eq!(listing(cache.path()), ["kind-v9.9.9", "kind-v9.9.9/kind"]);
-        // The cached copy is what `ensure` finds next time, with no network.
-        assert_eq!(ensure(&spec, cache.path()).await.unwrap(), path);
+        // The cached copy is what the next plan uses, with no network.
+        let (found, step) = source(&spec, cache.path()).await.unwrap();
+        assert_eq!(found, path);
+        assert!(step.to_string().contains("(from the tool cache)"), "{step}");
     }
 
     #[tokio::test]
@@ -530,7 +521,8 @@ mod tests {
                 "/dl/kind-linux-amd64.sha256sum",
                 format!("{pinned}  kind-linux-amd64\n").into_bytes(),
             ),
-        ]);
+        ])
+        .await;
         let cache = tempfile::tempdir().unwrap();
         let spec = spec(release(&server, &pinned));
         let err = failed_download(&spec, cache.path()).await;
@@ -549,7 +541,8 @@ mod tests {
                 "/dl/kind-linux-amd64.sha256sum",
                 format!("{other}  kind-linux-amd64\n").into_bytes(),
             ),
-        ]);
+        ])
+        .await;
         let cache = tempfile::tempdir().unwrap();
         let spec = spec(release(&server, &pinned));
         let err = failed_download(&spec, cache.path()).await;
@@ -571,7 +564,7 @@ mod tests {
         } else {
             routes.push(("/dl/kind-linux-amd64", BINARY.to_vec()));
         }
-        let server = Server::start(routes);
+        let server = Server::start(routes).await;
         let cache = tempfile::tempdir().unwrap();
         let spec = spec(release(&server, &sum));
         let err = failed_download(&spec, cache.path()).await;
@@ -623,13 +616,14 @@ mod tests {
                 "/istioctl.tar.gz.sha256",
                 format!("{sum}  istioctl.tar.gz\n").into_bytes(),
             ),
-        ]);
+        ])
+        .await;
         let cache = tempfile::tempdir().unwrap();
         let spec = ToolSpec {
             name: "istioctl",
             version: "9.9.9",
             version_args: &["version", "--remote=false"],
-            parse_version: crate::istioctl::parse_version,
+            parse_version: crate::cluster::istioctl::parse_version,
             release: Some(Release {
                 url: server.url("/istioctl.tar.gz"),
                 checksum_url: server.url("/istioctl.tar.gz.sha256"),
@@ -638,14 +632,9 @@ mod tests {
             }),
             install_hint: "https://example.invalid",
         };
-        let path = download(
-            &client(),
-            &spec,
-            spec.release.as_ref().unwrap(),
-            cache.path(),
-        )
-        .await
-        .unwrap();
+        let fetch = fetch_step(&spec, cache.path()).await;
+        assert_eq!(fetch.member.as_deref(), Some("istioctl"));
+        let path = download(&client(), &fetch).await.unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), program);
         assert_eq!(
             listing(cache.path()),
@@ -720,25 +709,22 @@ mod tests {
     async fn docker_must_answer(#[case] body: &str, #[case] problem: Option<&str>) {
         let dir = tempfile::tempdir().unwrap();
         let docker = script(dir.path(), "docker", body);
-        let result = check_docker(&docker_info(docker)).await;
+        let step = docker_check(docker);
+        let Action::Run(run) = &step.action else {
+            panic!("the docker check is a run")
+        };
+        let result = run.invocation.run(run.timeout, None).await;
         match problem {
-            None => result.unwrap(),
+            None => {
+                result.unwrap();
+            }
             Some(problem) => {
-                let err = result.unwrap_err().to_string();
+                let err = crate::istio_mesh::with_fix(result.unwrap_err(), run.fix.as_deref());
+                let err = err.to_string();
                 assert!(err.contains(problem), "{err}");
                 assert!(err.contains("--mesh local"), "{err}");
             }
         }
-    }
-
-    #[tokio::test]
-    async fn no_docker_command_is_a_clear_error() {
-        let err = check_docker(&docker_info("/nonexistent/docker"))
-            .await
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("no `docker` command"), "{err}");
-        assert!(err.contains("--mesh local"), "{err}");
     }
 
     #[test]
