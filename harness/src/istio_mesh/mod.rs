@@ -18,6 +18,8 @@ pub mod waits;
 
 #[cfg(test)]
 mod await_weights_tests;
+#[cfg(test)]
+mod mock_tests;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
