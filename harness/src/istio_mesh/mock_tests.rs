@@ -137,8 +137,6 @@ fn tutorial_routing() -> Routing {
     Routing::resolve(&scenario, manifests).unwrap()
 }
 
-}
-
 #[tokio::test]
 async fn a_stage_patches_the_virtual_service_weights() {
     let routing = tutorial_routing();
