@@ -226,6 +226,15 @@ impl FakeApi {
     /// webhook (and the default tag's) with `root` as caBundle, the CRDs, the ingress gateway
     /// pod and its Service, and a `cacerts` Secret holding `root` when `cacerts` is true.
     pub fn install_istio(&self, revision: &str, root: &str, cacerts: bool) {
+        install(&self.store, revision, root, cacerts);
+    }
+}
+
+/// What [`FakeApi::install_istio`] does, on the store (also for `/fake/install-istio`).
+fn install(store: &Arc<Mutex<Store>>, revision: &str, root: &str, cacerts: bool) {
+    let mut store = store.lock().expect("store");
+    let mut insert = |object: Value| store.put(object, None);
+    {
         let rev_suffix = if revision == "default" {
             String::new()
         } else {
@@ -235,10 +244,10 @@ impl FakeApi {
             use base64::Engine;
             base64::engine::general_purpose::STANDARD.encode(s)
         };
-        self.insert(
+        insert(
             json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-system"}}),
         );
-        self.insert(json!({
+        insert(json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": format!("istiod{rev_suffix}"), "namespace": "istio-system",
                          "labels": {"app": "istiod", "istio.io/rev": revision, "istio": "pilot"}},
@@ -255,51 +264,51 @@ impl FakeApi {
         let never = json!({"matchLabels": {"istio.io/deactivated": "never-match"}});
         let injection = json!({"matchLabels": {"istio-injection": "enabled"}});
         if revision == "default" {
-            self.insert(json!({
+            insert(json!({
                 "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
                 "metadata": {"name": "istio-sidecar-injector", "labels": {"app": "sidecar-injector", "istio.io/rev": "default"}},
                 "webhooks": [hook("rev.namespace.sidecar-injector.istio.io", never.clone())]
             }));
-            self.insert(json!({
+            insert(json!({
                 "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
                 "metadata": {"name": "istio-revision-tag-default", "labels": {"app": "sidecar-injector", "istio.io/rev": "default", "istio.io/tag": "default"}},
                 "webhooks": [hook("namespace.sidecar-injector.istio.io", injection)]
             }));
         } else {
-            self.insert(json!({
+            insert(json!({
                 "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
                 "metadata": {"name": format!("istio-sidecar-injector{rev_suffix}"), "labels": {"app": "sidecar-injector", "istio.io/rev": revision}},
                 "webhooks": [hook("rev.namespace.sidecar-injector.istio.io", json!({"matchLabels": {"istio.io/rev": revision}}))]
             }));
         }
         for plural in ["virtualservices", "destinationrules", "gateways"] {
-            self.insert(json!({
+            insert(json!({
                 "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
                 "metadata": {"name": format!("{plural}.networking.istio.io")},
                 "spec": {"group": "networking.istio.io", "names": {"plural": plural, "kind": plural}, "scope": "Namespaced", "versions": []}
             }));
         }
         let gateway_labels = json!({"app": "istio-ingressgateway", "istio": "ingressgateway"});
-        self.insert(json!({
+        insert(json!({
             "apiVersion": "v1", "kind": "Service",
             "metadata": {"name": "istio-ingressgateway", "namespace": "istio-system"},
             "spec": {"type": "ClusterIP", "selector": gateway_labels,
                      "ports": [{"name": "http2", "port": 80, "targetPort": 8080}]}
         }));
-        self.insert(json!({
+        insert(json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": "istio-ingressgateway-7c9d8b6f4-x2k4p", "namespace": "istio-system", "labels": gateway_labels},
             "spec": {"containers": [{"name": "istio-proxy", "image": "istio/proxyv2", "ports": [{"name": "http2", "containerPort": 8080}]}]}
         }));
         if cacerts {
-            self.insert(json!({
+            insert(json!({
                 "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
                 "metadata": {"name": "cacerts", "namespace": "istio-system"},
                 "data": {"root-cert.pem": b64(root)}
             }));
         }
-        self.store.lock().expect("store").root = Some(root.to_string());
     }
+    store.root = Some(root.to_string());
 }
 
 impl Store {
@@ -541,7 +550,7 @@ fn decode(text: &str) -> String {
 }
 
 async fn handle(
-    State(store): State<Arc<Mutex<Store>>>,
+    State(shared): State<Arc<Mutex<Store>>>,
     method: Method,
     uri: Uri,
     request: Request,
@@ -560,7 +569,7 @@ async fn handle(
             .unwrap_or_default(),
         body: body_json.clone(),
     };
-    let mut store = store.lock().expect("store");
+    let mut store = shared.lock().expect("store");
     store.requests.push(recorded.clone());
     if store
         .behaviour
@@ -573,6 +582,27 @@ async fn handle(
             "Forbidden",
             format!("{} is forbidden", recorded.path()),
         );
+    }
+    // What a fake istioctl calls to "install" Istio: with the root of `cacerts` if there is one.
+    if recorded.path() == "/fake/install-istio" {
+        let root = store
+            .objects
+            .get(&(
+                "v1".into(),
+                "secrets".into(),
+                "istio-system".into(),
+                "cacerts".into(),
+            ))
+            .and_then(|s| s["data"]["root-cert.pem"].as_str().map(str::to_string))
+            .and_then(|b64| {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD.decode(b64).ok()
+            })
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        drop(store);
+        install(&shared, "default", &root, false);
+        return axum::Json(json!({"installed": true})).into_response();
     }
     let Some(target) = parse_path(recorded.path()) else {
         return status(404, "NotFound", format!("{} not found", recorded.path()));

@@ -762,3 +762,113 @@ async fn the_gateway_pod_is_a_ready_one_not_being_deleted_in_any_namespace() {
         ("istio-ingress", "istio-ingress-bbb", 8081)
     );
 }
+
+fn script(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// The whole kind path with fake tools (docker, kind, an istioctl that "installs" Istio into the
+/// fake API server): what runs is what the dry run prints, from the Docker check to the
+/// cluster's deletion, and the cluster's mark goes with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kind_run_executes_the_printed_plan_and_deletes_the_cluster_it_created() {
+    let api = FakeApi::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kind = fake_kind(dir.path(), "", &api);
+    let istioctl = script(
+        dir.path(),
+        "istioctl",
+        &format!(
+            "echo \"$*\" >> {}\ncurl -sf -X POST {}/fake/install-istio >/dev/null",
+            dir.path().join("istioctl-calls").display(),
+            api.base
+        ),
+    );
+    let mut config = kind_config(dir.path(), &kind);
+    config.tools.istioctl = Some(istioctl);
+    config.docker = script(dir.path(), "docker", "echo 28.1.1");
+    let dumps_ca = Arc::new(std::sync::Mutex::new(None::<String>));
+    let planned = plan_kind_with(
+        &config,
+        &tutorial().1,
+        Some(Arc::new(KindProxies {
+            base: api.base.clone(),
+            state: config.state.clone(),
+            chain: dumps_ca.clone(),
+        })),
+    )
+    .await
+    .unwrap();
+    let printed: Vec<String> = lines(&planned.setup)
+        .into_iter()
+        .chain(lines(&planned.teardown))
+        .collect();
+    let finished = session(planned, dir.path(), None).await;
+    assert_eq!(
+        finished.outcome,
+        Outcome::Aborted,
+        "{:?}",
+        finished.report.aborted
+    );
+    assert!(
+        finished
+            .report
+            .aborted
+            .as_deref()
+            .unwrap()
+            .contains("stage `initial state`"),
+        "the set-up went through: {:?}",
+        finished.report.aborted
+    );
+    assert_eq!(finished.steps.lines(), printed);
+    assert!(
+        finished.teardown_errors.is_empty(),
+        "{:?}",
+        finished.teardown_errors
+    );
+    let calls = kind_calls(dir.path());
+    assert_eq!(
+        calls,
+        ["get clusters", "create cluster", "delete cluster"],
+        "{calls:?}"
+    );
+    assert!(!kind::marker_path(&config.state, "c1").exists());
+    // The CA went in before Istio, so the webhook and the workload certificate trusted it.
+    let istioctl_calls = std::fs::read_to_string(dir.path().join("istioctl-calls")).unwrap();
+    assert!(
+        istioctl_calls.starts_with("install -y --kubeconfig "),
+        "{istioctl_calls}"
+    );
+}
+
+/// The proxies of a kind run: the routes of the VirtualService the fake holds, and a workload
+/// certificate from the CA the run wrote into its state folder.
+struct KindProxies {
+    base: String,
+    state: std::path::PathBuf,
+    chain: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+#[async_trait]
+impl ConfigDumps for KindProxies {
+    async fn dump(&self, proxy: &ProxyRef) -> anyhow::Result<Value> {
+        let chain = {
+            let mut chain = self.chain.lock().unwrap();
+            if chain.is_none() {
+                let ca = CaBundle::read_from(&self.state.join("ca-kind-c1"))?;
+                *chain = Some(crate::ca::workload_chain(&ca));
+            }
+            chain.clone().unwrap()
+        };
+        ProxiesOf {
+            base: self.base.clone(),
+            chain,
+        }
+        .dump(proxy)
+        .await
+    }
+}
