@@ -337,6 +337,7 @@ fn an_interrupt_stops_everything_and_keeps_the_reports(
         !processes_matching(&format!("6.14.0-{marker}")).is_empty(),
         "the backends run"
     );
+    // SAFETY: signalling the child this test spawned, by its pid.
     unsafe {
         libc::kill(child.id() as libc::pid_t, signal);
     }
@@ -386,6 +387,7 @@ fn a_second_run_on_the_same_report_folder_is_refused() {
         "{stderr}"
     );
     assert!(stderr.contains("--report-dir"), "{stderr}");
+    // SAFETY: signalling the child this test spawned, by its pid.
     unsafe {
         libc::kill(first.id() as libc::pid_t, libc::SIGINT);
     }

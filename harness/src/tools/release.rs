@@ -238,10 +238,8 @@ pub async fn download(client: &reqwest::Client, release: &Fetch) -> anyhow::Resu
         dest.display()
     );
     std::fs::create_dir_all(cache).with_context(|| format!("creating {}", cache.display()))?;
-    let staging = tempfile::Builder::new()
-        .prefix(".download-")
-        .tempdir_in(cache)
-        .with_context(|| format!("creating a staging folder in {}", cache.display()))?;
+    let staging =
+        Staging::create(cache.join(format!(".download-{}-{}", release.tool, std::process::id())))?;
     tracing::info!("downloading {what} from {}", release.url);
 
     let published = fetch_text(client, &release.checksum_url)
@@ -262,7 +260,7 @@ pub async fn download(client: &reqwest::Client, release: &Fetch) -> anyhow::Resu
     }
 
     let file_name = release.url.rsplit('/').next().unwrap_or(&release.tool);
-    let asset = staging.path().join(file_name);
+    let asset = staging.0.as_path().join(file_name);
     let got = fetch_to_file(client, &release.url, &asset)
         .await
         .map_err(|e| anyhow!("downloading {what}: {e:#}\n  {fix}"))?;
@@ -274,7 +272,7 @@ pub async fn download(client: &reqwest::Client, release: &Fetch) -> anyhow::Resu
         );
     }
 
-    let binary = staging.path().join(format!("{}.bin", release.tool));
+    let binary = staging.0.as_path().join(format!("{}.bin", release.tool));
     match &release.member {
         None => std::fs::rename(&asset, &binary)?,
         Some(member) => extract_tar_member(&asset, member, &binary)?,
@@ -285,6 +283,25 @@ pub async fn download(client: &reqwest::Client, release: &Fetch) -> anyhow::Resu
     std::fs::rename(&binary, &dest).with_context(|| format!("installing {}", dest.display()))?;
     tracing::info!("{what}: {} (downloaded, sha256 checked)", dest.display());
     Ok(dest)
+}
+
+/// A folder for one download inside the cache, removed when dropped (also on failure), so
+/// that only a checked tool ever lands in the cache.
+struct Staging(PathBuf);
+
+impl Staging {
+    fn create(path: PathBuf) -> anyhow::Result<Self> {
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path)
+            .with_context(|| format!("creating a staging folder {}", path.display()))?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 async fn fetch_text(client: &reqwest::Client, url: &str) -> anyhow::Result<String> {
