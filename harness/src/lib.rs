@@ -7,6 +7,7 @@ pub mod backend;
 pub mod ca;
 pub mod config_dump;
 pub mod envoy_config;
+pub mod gate_stats;
 pub mod input_error;
 pub mod istio;
 pub mod istio_mesh;
