@@ -1775,3 +1775,1129 @@ mod wire {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    use rstest::rstest;
+    use std::collections::HashMap;
+
+    /// Loose enough that simulated error rates are measurable.
+    const ALPHA: f64 = 0.05;
+
+    /// Binomial probability from log-gamma, independent of the windows and tables.
+    fn pmf(k: u64, n: u64, p: f64) -> f64 {
+        if p == 0.0 {
+            return if k == 0 { 1.0 } else { 0.0 };
+        }
+        if p == 1.0 {
+            return if k == n { 1.0 } else { 0.0 };
+        }
+        let (k, n) = (k as f64, n as f64);
+        (ln_gamma(n + 1.0) - ln_gamma(k + 1.0) - ln_gamma(n - k + 1.0)
+            + k * p.ln()
+            + (n - k) * (1.0 - p).ln())
+        .exp()
+    }
+
+    /// Four standard errors of a simulated rate, plus one run for rates near 0.
+    fn slack(rate: f64, runs: usize) -> f64 {
+        4.0 * (rate * (1.0 - rate) / runs as f64).sqrt() + 1.0 / runs as f64
+    }
+
+    fn count(errors: u64, requests: u64) -> ErrorCount {
+        ErrorCount { errors, requests }
+    }
+
+    /// Two uniforms in (0, 1) from one 64-bit draw: 32 bits each is ample here, and the
+    /// generator calls dominate the simulations in the debug profile.
+    fn uniform_pair(rng: &mut StdRng) -> (f64, f64) {
+        let bits = rng.random::<u64>();
+        let scale = 1.0 / 4_294_967_296.0;
+        (
+            ((bits >> 32) as f64 + 0.5) * scale,
+            ((bits & 0xffff_ffff) as f64 + 0.5) * scale,
+        )
+    }
+
+    /// Binomial counts by inverting the cumulative distribution: one uniform per draw.
+    struct BinomialSampler {
+        cumulative: Vec<f64>,
+    }
+
+    impl BinomialSampler {
+        fn new(n: u64, p: f64) -> Self {
+            let cumulative = (0..=n)
+                .scan(0.0, |sum, k| {
+                    *sum += pmf(k, n, p);
+                    Some(*sum)
+                })
+                .collect();
+            BinomialSampler { cumulative }
+        }
+
+        fn draw(&self, rng: &mut StdRng) -> u64 {
+            let total = *self.cumulative.last().expect("n + 1 entries");
+            let u = rng.random::<f64>() * total;
+            let k = self.cumulative.partition_point(|&c| c < u);
+            k.min(self.cumulative.len() - 1) as u64
+        }
+    }
+
+    fn normal_quantile(q: f64) -> f64 {
+        -std::f64::consts::SQRT_2 * erfc_inv(2.0 * q)
+    }
+
+    /// Baseline latency distributions, in ms.
+    #[derive(Debug, Clone, Copy)]
+    enum Shape {
+        /// Median 20 ms, σ = 0.5 on the log scale.
+        LogNormal,
+        /// 5 ms floor plus an exponential with mean 15 ms.
+        Exponential,
+        /// Five values with many ties; F(10) = 0.5 and F(30) = 0.99 exactly.
+        Discrete,
+    }
+
+    /// (value, weight in hundredths).
+    const ATOMS: [(f64, u32); 5] = [(5.0, 30), (10.0, 20), (20.0, 30), (30.0, 19), (100.0, 1)];
+
+    impl Shape {
+        /// Two independent draws (Box–Muller gives normals in pairs).
+        fn draw_pair(self, rng: &mut StdRng) -> (f64, f64) {
+            let (u1, u2) = uniform_pair(rng);
+            match self {
+                Shape::LogNormal => {
+                    let radius = (-2.0 * u1.ln()).sqrt();
+                    let angle = std::f64::consts::TAU * u2;
+                    let lognormal = |z: f64| 20.0 * (0.5 * z).exp();
+                    (
+                        lognormal(radius * angle.cos()),
+                        lognormal(radius * angle.sin()),
+                    )
+                }
+                Shape::Exponential => (5.0 - 15.0 * u1.ln(), 5.0 - 15.0 * u2.ln()),
+                Shape::Discrete => {
+                    let atom = |u: f64| {
+                        let mut hundredths = (u * 100.0) as u32;
+                        for (value, weight) in ATOMS {
+                            if hundredths < weight {
+                                return value;
+                            }
+                            hundredths -= weight;
+                        }
+                        unreachable!("weights sum to 100")
+                    };
+                    (atom(u1), atom(u2))
+                }
+            }
+        }
+
+        /// The q-quantile inf{x: F(x) ≥ q}.
+        fn quantile(self, q: f64) -> f64 {
+            match self {
+                Shape::LogNormal => 20.0 * (0.5 * normal_quantile(q)).exp(),
+                Shape::Exponential => 5.0 - 15.0 * (1.0 - q).ln(),
+                Shape::Discrete => {
+                    let mut cumulative = 0;
+                    for (value, weight) in ATOMS {
+                        cumulative += weight;
+                        if cumulative as f64 >= q * 100.0 - 1e-9 {
+                            return value;
+                        }
+                    }
+                    unreachable!("q < 1")
+                }
+            }
+        }
+    }
+
+    /// How a simulated canary differs from the baseline distribution.
+    #[derive(Debug, Clone, Copy)]
+    enum Canary {
+        Scaled(f64),
+        Plus(f64),
+    }
+
+    /// A simulated canary for the relative gates.
+    #[derive(Debug, Clone, Copy)]
+    enum Scenario {
+        /// Exactly (1 + r) × the baseline distribution: the boundary of the null.
+        Boundary,
+        /// The same distribution as the baseline.
+        Equal,
+        /// Clearly worse: scaled by the case's bad factor.
+        Bad,
+    }
+
+    fn latencies(rng: &mut StdRng, shape: Shape, canary: Canary, n: usize) -> Vec<f64> {
+        let mut values = Vec::with_capacity(n + 1);
+        while values.len() < n {
+            let (x, y) = shape.draw_pair(rng);
+            values.extend([x, y]);
+        }
+        values.truncate(n);
+        for x in values.iter_mut() {
+            *x = match canary {
+                Canary::Scaled(factor) => factor * *x,
+                Canary::Plus(ms) => *x + ms,
+            };
+        }
+        values
+    }
+
+    // --- Building blocks against brute force --------------------------------------------------
+
+    #[rstest]
+    #[case(1, 0.5, 0.05)]
+    #[case(10, 0.5, 0.05)]
+    #[case(70, 0.5, 0.025)]
+    #[case(298, 0.99, 0.05)]
+    #[case(299, 0.99, 0.05)]
+    #[case(366, 0.99, 0.025)]
+    #[case(367, 0.99, 0.025)]
+    #[case(600, 0.99, 0.025)]
+    #[case(630, 0.9, 0.001)]
+    fn order_statistic_ranks_match_binomial_sums(
+        #[case] n: usize,
+        #[case] q: f64,
+        #[case] alpha: f64,
+    ) {
+        let nu = n as u64;
+        let below = |k: usize| (0..k as u64).map(|i| pmf(i, nu, q)).sum::<f64>();
+        let above = |j: usize| (j as u64..=nu).map(|i| pmf(i, nu, q)).sum::<f64>();
+        let want_lower = (1..=n).rev().find(|&k| below(k) <= alpha);
+        let want_upper = (1..=n).find(|&j| above(j) <= alpha);
+        let tables = BinomialTables::new(n, q);
+        assert_eq!(tables.lower_rank(alpha), want_lower);
+        assert_eq!(tables.upper_rank(alpha), want_upper);
+        // Exact coverage for any continuous distribution: P(X_(k) ≤ ξ_q) = P(Bin ≥ k) ≥ 1 − α.
+        if let Some(k) = want_lower {
+            assert!(below(k) <= alpha && (k == n || below(k + 1) > alpha));
+        }
+        if let Some(j) = want_upper {
+            assert!(above(j) <= alpha && (j == 1 || above(j - 1) > alpha));
+        }
+        // The bound exists exactly when the extreme order statistic is a bound.
+        assert_eq!(want_lower.is_some(), (1.0 - q).powi(n as i32) <= alpha);
+        assert_eq!(want_upper.is_some(), q.powi(n as i32) <= alpha);
+    }
+
+    #[rstest]
+    #[case(5, 0.3)]
+    #[case(70, 0.999)]
+    #[case(630, 0.02)]
+    #[case(10_000, 0.5)]
+    #[case(10_000, 1e-5)]
+    fn binomial_window_matches_pmf_and_bounds_the_rest(#[case] n: u64, #[case] p: f64) {
+        let window = BinomialWindow::new(n, p);
+        let hi = window.lo + window.pmf.len() as u64 - 1;
+        for (offset, &got) in window.pmf.iter().enumerate() {
+            let want = pmf(window.lo + offset as u64, n, p);
+            // The reference's log-gamma of 10^4 itself carries ~1e-11 of rounding.
+            assert!(
+                (got - want).abs() <= 1e-10 * want + 1e-300,
+                "{got} vs {want}"
+            );
+        }
+        let outside_below: f64 = (0..window.lo).map(|k| pmf(k, n, p)).sum();
+        let outside_above: f64 = (hi + 1..=n).map(|k| pmf(k, n, p)).sum();
+        assert!(outside_below <= window.below * (1.0 + 1e-9) + 1e-300);
+        assert!(outside_above <= window.above * (1.0 + 1e-9) + 1e-300);
+        assert!(window.below <= TAIL_MASS && window.above <= TAIL_MASS);
+        let inside: f64 = window.pmf.iter().sum();
+        assert!((inside - 1.0).abs() < 1e-12, "{inside}");
+        // Bounded work: the window is a few dozen standard deviations at most.
+        let sd = (n as f64 * p * (1.0 - p)).sqrt();
+        assert!(
+            (window.pmf.len() as f64) < 20.0 * sd + 60.0,
+            "{}",
+            window.pmf.len()
+        );
+    }
+
+    /// Small samples with many ties, as integers so every difference is exact.
+    fn tied_samples(rng: &mut StdRng, n: usize, m: usize) -> (Vec<f64>, Vec<f64>) {
+        let mut draw = |len: usize, offset: f64| {
+            sorted(
+                &(0..len)
+                    .map(|_| rng.random_range(0..6u32) as f64 + offset)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        (draw(n, 0.5), draw(m, 0.0))
+    }
+
+    fn all_differences(a: &[f64], b: &[f64]) -> Vec<f64> {
+        let mut d: Vec<f64> = a
+            .iter()
+            .flat_map(|x| b.iter().map(move |y| x - y))
+            .collect();
+        d.sort_by(f64::total_cmp);
+        d
+    }
+
+    #[rstest]
+    #[case(1, 1, 1)]
+    #[case(3, 5, 2)]
+    #[case(8, 4, 3)]
+    #[case(13, 17, 4)]
+    fn selection_and_counts_match_all_pairs(#[case] n: usize, #[case] m: usize, #[case] seed: u64) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let (a, b) = tied_samples(&mut rng, n, m);
+        let d = all_differences(&a, &b);
+        for (k, &want) in d.iter().enumerate() {
+            assert_eq!(select(&a, &b, k as u64 + 1), want, "k = {}", k + 1);
+        }
+        for v in [-10.0, -0.5, 0.0, 0.5, 1.5, 2.0, 10.0] {
+            let want = d.iter().filter(|&&x| x <= v).count() as u64;
+            assert_eq!(count_at_most(&a, &b, v), want, "v = {v}");
+        }
+        let middle = d.len() / 2;
+        let want = if d.len() % 2 == 1 {
+            d[middle]
+        } else {
+            0.5 * (d[middle - 1] + d[middle])
+        };
+        assert_eq!(hodges_lehmann(&a, &b), want);
+    }
+
+    #[test]
+    fn hodges_lehmann_of_continuous_samples_matches_all_pairs() {
+        let mut rng = StdRng::seed_from_u64(5);
+        for (n, m) in [(7, 9), (20, 11), (30, 30)] {
+            let a = sorted(&latencies(
+                &mut rng,
+                Shape::LogNormal,
+                Canary::Scaled(1.3),
+                n,
+            ));
+            let b = sorted(&latencies(
+                &mut rng,
+                Shape::LogNormal,
+                Canary::Scaled(1.0),
+                m,
+            ));
+            let (la, lb): (Vec<f64>, Vec<f64>) = (
+                a.iter().map(|x| x.ln()).collect(),
+                b.iter().map(|x| x.ln()).collect(),
+            );
+            let d = all_differences(&la, &lb);
+            let middle = d.len() / 2;
+            let want = if d.len() % 2 == 1 {
+                d[middle]
+            } else {
+                0.5 * (d[middle - 1] + d[middle])
+            };
+            assert_eq!(hodges_lehmann(&la, &lb), want, "{n} vs {m}");
+        }
+    }
+
+    /// P(U ≤ u) by enumerating which of the N ranks belong to the first sample.
+    fn permutation_cdf(n: usize, m: usize) -> Vec<f64> {
+        let total = n + m;
+        let pairs = n * m;
+        let mut counts = vec![0u64; pairs + 1];
+        for mask in 0u32..(1 << total) {
+            if mask.count_ones() as usize != n {
+                continue;
+            }
+            // U = pairs (first-sample rank, second-sample rank) with the first above.
+            let mut u = 0;
+            let mut second_below = 0;
+            for rank in 0..total {
+                if mask & (1 << rank) != 0 {
+                    u += second_below;
+                } else {
+                    second_below += 1;
+                }
+            }
+            counts[u] += 1;
+        }
+        let all: u64 = counts.iter().sum();
+        let mut cumulative = 0;
+        counts
+            .iter()
+            .map(|c| {
+                cumulative += c;
+                cumulative as f64 / all as f64
+            })
+            .collect()
+    }
+
+    #[rstest]
+    #[case(1, 1)]
+    #[case(1, 6)]
+    #[case(2, 3)]
+    #[case(3, 4)]
+    #[case(4, 4)]
+    #[case(5, 6)]
+    #[case(3, 11)]
+    #[case(7, 8)]
+    fn exact_mann_whitney_matches_permutation_enumeration(#[case] n: usize, #[case] m: usize) {
+        let want = permutation_cdf(n, m);
+        let half = mann_whitney_lower_half(n.min(m), n.max(m));
+        assert_eq!(half.len(), n * m / 2 + 1);
+        for (u, &got) in half.iter().enumerate() {
+            assert!((got - want[u]).abs() < 1e-12, "u = {u}: {got} vs {want:?}");
+        }
+        // The tail used by the gate, on both sides of the middle.
+        let a = vec![0.0; n];
+        let b = vec![0.0; m];
+        let null = MannWhitneyNull::new(&a, &b);
+        assert!(null.is_exact());
+        for u in 0..=(n * m + 1) {
+            let tail = if u == 0 {
+                1.0
+            } else if u > n * m {
+                0.0
+            } else {
+                1.0 - want[u - 1]
+            };
+            assert!((null.at_least(u as u64) - tail).abs() < 1e-12, "u = {u}");
+        }
+    }
+
+    /// The classic recursion P_{n,m}(u) = n/(n+m)·P_{n−1,m}(u − m) + m/(n+m)·P_{n,m−1}(u).
+    fn recursion_cdf(n: usize, m: usize) -> Vec<f64> {
+        // table[i][j] = distribution of U for sizes (i, j).
+        let mut table: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); m + 1]; n + 1];
+        for i in 0..=n {
+            for j in 0..=m {
+                table[i][j] = if i == 0 || j == 0 {
+                    vec![1.0]
+                } else {
+                    let mut dist = vec![0.0; i * j + 1];
+                    let (wi, wj) = (i as f64 / (i + j) as f64, j as f64 / (i + j) as f64);
+                    for (u, p) in table[i - 1][j].iter().enumerate() {
+                        dist[u + j] += wi * p;
+                    }
+                    for (u, p) in table[i][j - 1].iter().enumerate() {
+                        dist[u] += wj * p;
+                    }
+                    dist
+                };
+            }
+        }
+        let mut cumulative = 0.0;
+        table[n][m]
+            .iter()
+            .map(|p| {
+                cumulative += p;
+                cumulative
+            })
+            .collect()
+    }
+
+    #[rstest]
+    #[case(10, 40)]
+    #[case(24, 24)]
+    #[case(24, 60)]
+    fn exact_mann_whitney_matches_recursion(#[case] n: usize, #[case] m: usize) {
+        let want = recursion_cdf(n, m);
+        let half = mann_whitney_lower_half(n, m);
+        for (u, &got) in half.iter().enumerate() {
+            assert!(
+                (got - want[u]).abs() <= 1e-10 * want[u] + 1e-15,
+                "u = {u}: {got} vs {}",
+                want[u]
+            );
+        }
+    }
+
+    /// Just past the switch the normal approximation is close, and in the tails a gate uses
+    /// it overstates p (U is platykurtic), so the switch costs no false failures.
+    #[rstest]
+    #[case(25, 25)]
+    #[case(25, 100)]
+    #[case(25, 630)]
+    #[case(40, 60)]
+    fn normal_approximation_past_the_switch(#[case] n: usize, #[case] m: usize) {
+        let exact = MannWhitneyNull::Exact {
+            pairs: (n * m) as u64,
+            lower_half: mann_whitney_lower_half(n, m),
+        };
+        let a: Vec<f64> = (0..n).map(|i| i as f64).collect();
+        let b: Vec<f64> = (0..m).map(|j| j as f64 + 0.5).collect();
+        let normal = MannWhitneyNull::new(&a, &b);
+        assert!(!normal.is_exact());
+        let mut worst: f64 = 0.0;
+        for u in 0..=(n * m) as u64 {
+            let (e, z) = (exact.at_least(u), normal.at_least(u));
+            worst = worst.max((e - z).abs());
+            if e <= 0.04 {
+                assert!(z >= e * (1.0 - 1e-9), "u = {u}: normal {z} < exact {e}");
+            }
+        }
+        eprintln!("{n} vs {m}: worst difference {worst}");
+        assert!(worst < 2e-3, "worst difference {worst}");
+    }
+
+    // --- Gate 1: absolute error rate ------------------------------------------------------------
+
+    #[rstest]
+    #[case(70, 0.05)]
+    #[case(600, 0.05)]
+    #[case(1, 0.01)]
+    #[case(200, 0.0)]
+    fn error_rate_verdict_agrees_with_p_value_bound_and_power(
+        #[case] n: u64,
+        #[case] max_rate: f64,
+    ) {
+        let mut failing = Vec::new();
+        for errors in 0..=n {
+            let j = error_rate_gate(count(errors, n), max_rate, ALPHA);
+            assert_eq!(j.passed, j.p_value > ALPHA, "{}", j.reason);
+            // The Clopper–Pearson bound is computed separately; away from a tie it agrees.
+            if (j.p_value - ALPHA).abs() > 1e-9 {
+                assert_eq!(j.passed, j.interval.0 <= max_rate, "{}", j.reason);
+            }
+            let want_p: f64 = (errors..=n).map(|k| pmf(k, n, max_rate)).sum();
+            assert!((j.p_value - want_p.min(1.0)).abs() < 1e-9, "{}", j.reason);
+            if !j.passed {
+                failing.push(errors);
+            }
+        }
+        for true_rate in [max_rate, max_rate + 0.02, max_rate + 0.05, 0.5] {
+            let want: f64 = failing.iter().map(|&k| pmf(k, n, true_rate)).sum();
+            let got = error_rate_gate_power(n, true_rate, max_rate, ALPHA);
+            assert!((got - want).abs() < 1e-9, "{got} vs {want} at {true_rate}");
+        }
+        assert!(error_rate_gate_power(n, max_rate, max_rate, ALPHA) <= ALPHA);
+    }
+
+    #[rstest]
+    #[case(70, 0.05, 11)]
+    #[case(600, 0.05, 12)]
+    #[case(600, 0.01, 13)]
+    fn error_rate_gate_simulated(#[case] n: u64, #[case] max_rate: f64, #[case] seed: u64) {
+        let runs = 4000;
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut verdicts: HashMap<u64, bool> = HashMap::new();
+        // (true rate, within the threshold?): the boundary of the null and 5 points worse.
+        for (true_rate, null) in [(max_rate, true), (max_rate + 0.05, false)] {
+            let sampler = BinomialSampler::new(n, true_rate);
+            let failed = (0..runs)
+                .filter(|_| {
+                    let errors = sampler.draw(&mut rng);
+                    !*verdicts.entry(errors).or_insert_with(|| {
+                        error_rate_gate(count(errors, n), max_rate, ALPHA).passed
+                    })
+                })
+                .count();
+            let rate = failed as f64 / runs as f64;
+            let exact = error_rate_gate_power(n, true_rate, max_rate, ALPHA);
+            eprintln!("n = {n}, limit {max_rate}, true {true_rate}: failed {rate}, exact {exact}");
+            assert!(
+                (rate - exact).abs() <= slack(exact, runs),
+                "{rate} vs {exact}"
+            );
+            if null {
+                assert!(exact <= ALPHA);
+                assert!(rate <= ALPHA + slack(ALPHA, runs), "false failures {rate}");
+            }
+        }
+    }
+
+    #[test]
+    fn error_rate_edges() {
+        let empty = error_rate_gate(count(0, 0), 0.05, ALPHA);
+        assert!(empty.passed && !empty.decidable && empty.measured.is_nan());
+        assert!(
+            empty.reason.contains("no canary requests"),
+            "{}",
+            empty.reason
+        );
+
+        let all = error_rate_gate(count(10, 10), 0.05, ALPHA);
+        assert!(!all.passed && all.decidable);
+        assert!((all.p_value - 0.05f64.powi(10)).abs() < 1e-20);
+        assert!(
+            all.reason.contains("exceeds the 5 % limit"),
+            "{}",
+            all.reason
+        );
+
+        // One request: an error is evidence against 1 %, but nothing is against 10 %.
+        assert!(!error_rate_gate(count(1, 1), 0.01, ALPHA).passed);
+        let one = error_rate_gate(count(1, 1), 0.1, ALPHA);
+        assert!(one.passed && !one.decidable);
+        assert!(one.reason.contains("at least 2 requests"), "{}", one.reason);
+        // A 50 % limit needs 5 requests (0.5^5 ≤ 0.05 < 0.5^4) before all errors fail it.
+        let four = error_rate_gate(count(4, 4), 0.5, ALPHA);
+        assert!(four.passed && !four.decidable);
+        assert!(
+            four.reason.contains("at least 5 requests"),
+            "{}",
+            four.reason
+        );
+        let five = error_rate_gate(count(5, 5), 0.5, ALPHA);
+        assert!(!five.passed && five.decidable);
+
+        let zero = error_rate_gate(count(0, 100), 0.0, ALPHA);
+        assert!(zero.passed && zero.p_value == 1.0);
+        assert!(!error_rate_gate(count(1, 100), 0.0, ALPHA).passed);
+        assert!(!error_rate_gate(count(100, 100), 1.0, ALPHA).decidable);
+
+        let invalid = error_rate_gate(count(3, 2), 0.05, ALPHA);
+        assert!(!invalid.passed && !invalid.decidable);
+        assert!(
+            invalid.reason.starts_with("invalid gate input"),
+            "{}",
+            invalid.reason
+        );
+        assert!(!error_rate_gate(count(0, 10), 0.05, 0.7).passed);
+        assert!(error_rate_gate_power(10, 0.1, 0.05, f64::NAN).is_nan());
+    }
+
+    // --- Gate 2: relative error rate -------------------------------------------------------------
+
+    /// The gate's verdict for every outcome of a small comparison, and the exact size of the
+    /// resulting test at many null points, from first principles.
+    #[rstest]
+    #[case(10, 15, 0.0)]
+    #[case(12, 9, 0.1)]
+    #[case(20, 20, 0.05)]
+    fn relative_error_rate_exact_size_by_enumeration(
+        #[case] nc: u64,
+        #[case] nb: u64,
+        #[case] margin: f64,
+    ) {
+        let mut fails = vec![vec![false; nb as usize + 1]; nc as usize + 1];
+        for xc in 0..=nc {
+            for xb in 0..=nb {
+                let j = relative_error_rate_gate(count(xc, nc), count(xb, nb), margin, ALPHA);
+                assert_eq!(j.passed, j.p_value > ALPHA, "{}", j.reason);
+                assert_eq!(j.passed, j.interval.0 <= margin, "{}", j.reason);
+                fails[xc as usize][xb as usize] = !j.passed;
+            }
+        }
+        // The gate fails on a suffix of canary counts (the statistic grows with x_c).
+        for (xc, pair) in fails.windows(2).enumerate() {
+            for (xb, (&below, &above)) in pair[0].iter().zip(&pair[1]).enumerate() {
+                assert!(!below || above, "xc = {}, xb = {xb}", xc + 1);
+            }
+        }
+        let size = |pc: f64, pb: f64| {
+            let mut total = 0.0;
+            for xc in 0..=nc {
+                for xb in 0..=nb {
+                    if fails[xc as usize][xb as usize] {
+                        total += pmf(xc, nc, pc) * pmf(xb, nb, pb);
+                    }
+                }
+            }
+            total
+        };
+        let mut worst: f64 = 0.0;
+        for i in 0..=100 {
+            let pb = i as f64 / 100.0;
+            let pc = (pb + margin).min(1.0);
+            let s = size(pc, pb);
+            worst = worst.max(s);
+            assert!(s <= ALPHA, "size {s} at p_c = {pc}, p_b = {pb}");
+            // Inside the null it is smaller still.
+            assert!(size(pc * 0.7, pb) <= s + 1e-12);
+        }
+        eprintln!("{nc} vs {nb}, margin {margin}: worst size {worst}");
+        for (pc, pb) in [(0.5, 0.1), (0.9, 0.2), ((0.3 + margin).min(1.0), 0.3)] {
+            let want = size(pc, pb);
+            let got = relative_error_rate_gate_power(nc, pc, nb, pb, margin, ALPHA);
+            assert!((got - want).abs() < 1e-9, "power {got} vs {want}");
+        }
+    }
+
+    /// (canary rate − baseline rate − margin, within the threshold?): the boundary of the null,
+    /// a canary equal to the baseline, and one 5 points beyond the margin.
+    #[rstest]
+    fn relative_error_rate_gate_simulated(
+        #[values((70, 630, 0.01), (70, 630, 0.0), (600, 400, 0.01))] sizes: (u64, u64, f64),
+        #[values((0.0, true), (-1.0, true), (0.05, false))] scenario: (f64, bool),
+    ) {
+        let (nc, nb, margin) = sizes;
+        let (excess, null) = scenario;
+        let baseline_rate = 0.02;
+        // −1 stands for "equal to the baseline".
+        let canary_rate = if excess < 0.0 {
+            baseline_rate
+        } else {
+            baseline_rate + margin + excess
+        };
+        let runs = 2000;
+        let scenario_seed = if excess < 0.0 {
+            1
+        } else {
+            2 + (excess * 100.0) as u64
+        };
+        let mut rng =
+            StdRng::seed_from_u64(nc * 7 + nb * 3 + (margin * 1e4) as u64 + scenario_seed);
+        let mut verdicts: HashMap<(u64, u64), bool> = HashMap::new();
+        let (canary, baseline) = (
+            BinomialSampler::new(nc, canary_rate),
+            BinomialSampler::new(nb, baseline_rate),
+        );
+        let failed = (0..runs)
+            .filter(|_| {
+                let (xc, xb) = (canary.draw(&mut rng), baseline.draw(&mut rng));
+                !*verdicts.entry((xc, xb)).or_insert_with(|| {
+                    relative_error_rate_gate(count(xc, nc), count(xb, nb), margin, ALPHA).passed
+                })
+            })
+            .count();
+        let rate = failed as f64 / runs as f64;
+        let exact =
+            relative_error_rate_gate_power(nc, canary_rate, nb, baseline_rate, margin, ALPHA);
+        eprintln!(
+            "{nc} vs {nb}, baseline {baseline_rate}, canary {canary_rate}, margin {margin}: \
+             failed {rate}, exact {exact}"
+        );
+        assert!(
+            (rate - exact).abs() <= slack(exact, runs),
+            "{rate} vs {exact}"
+        );
+        if null {
+            assert!(exact <= ALPHA, "exact size {exact}");
+            assert!(rate <= ALPHA + slack(ALPHA, runs), "false failures {rate}");
+        }
+    }
+
+    /// Exact power of the union of two Clopper–Pearson bounds, the simple alternative.
+    fn union_bound_power(nc: u64, pc: f64, nb: u64, pb: f64, margin: f64) -> f64 {
+        let lower: Vec<f64> = (0..=nc)
+            .map(|x| clopper_pearson(x, nc, 1.0 - ALPHA).0)
+            .collect();
+        let upper: Vec<f64> = (0..=nb)
+            .map(|x| clopper_pearson(x, nb, 1.0 - ALPHA).1)
+            .collect();
+        let mut power = 0.0;
+        for xb in 0..=nb {
+            for xc in 0..=nc {
+                if lower[xc as usize] - upper[xb as usize] > margin {
+                    power += pmf(xc, nc, pc) * pmf(xb, nb, pb);
+                }
+            }
+        }
+        power
+    }
+
+    #[rstest]
+    #[case(70, 630, 0.02, 0.01)]
+    #[case(600, 400, 0.02, 0.01)]
+    #[case(600, 400, 0.1, 0.0)]
+    fn unconditional_test_is_more_powerful_than_union_of_bounds(
+        #[case] nc: u64,
+        #[case] nb: u64,
+        #[case] pb: f64,
+        #[case] margin: f64,
+    ) {
+        let pc = pb + margin + 0.05;
+        let ours = relative_error_rate_gate_power(nc, pc, nb, pb, margin, ALPHA);
+        let union = union_bound_power(nc, pc, nb, pb, margin);
+        eprintln!("{nc} vs {nb}: power {ours} vs union of bounds {union}");
+        assert!(ours > union + 0.05, "{ours} vs {union}");
+    }
+
+    #[test]
+    fn relative_error_rate_edges() {
+        let none = relative_error_rate_gate(count(0, 0), count(3, 100), 0.01, ALPHA);
+        assert!(none.passed && !none.decidable);
+        assert!(
+            none.reason.contains("no canary requests"),
+            "{}",
+            none.reason
+        );
+        let no_baseline = relative_error_rate_gate(count(3, 100), count(0, 0), 0.01, ALPHA);
+        assert!(no_baseline.passed && !no_baseline.decidable);
+
+        // All canary requests failed, none of the baseline's: far beyond any small margin.
+        let all = relative_error_rate_gate(count(70, 70), count(0, 630), 0.05, ALPHA);
+        assert!(!all.passed && all.decidable);
+        // Berger–Boos p-values never go below γ = α/50, the price of the nuisance interval.
+        assert!(all.p_value >= ALPHA / 50.0 && all.p_value < ALPHA / 50.0 + 1e-10);
+        assert!(all.interval.0 > 0.9, "{:?}", all.interval);
+        // Both always failing: no difference.
+        let both = relative_error_rate_gate(count(70, 70), count(630, 630), 0.0, ALPHA);
+        assert!(both.passed, "{}", both.reason);
+        // One request each cannot show anything.
+        let tiny = relative_error_rate_gate(count(1, 1), count(0, 1), 0.0, ALPHA);
+        assert!(tiny.passed && !tiny.decidable, "{}", tiny.reason);
+
+        let ok = relative_error_rate_gate(count(2, 70), count(13, 630), 0.01, ALPHA);
+        assert!(ok.passed && ok.decidable);
+        assert!(ok.interval.0 < ok.measured && ok.interval.1 == 1.0);
+        assert!(
+            ok.reason.contains("within the allowed +1 point"),
+            "{}",
+            ok.reason
+        );
+        assert!(ok.reason.contains("70 vs 630 requests"), "{}", ok.reason);
+        let bad = relative_error_rate_gate(count(9, 70), count(13, 630), 0.01, ALPHA);
+        assert!(!bad.passed, "{}", bad.reason);
+        assert!(bad.reason.contains("≤ α = 0.05"), "{}", bad.reason);
+
+        assert!(!relative_error_rate_gate(count(1, 2), count(1, 2), 1.5, ALPHA).passed);
+        assert!(relative_error_rate_gate_power(10, 0.2, 10, 0.1, 2.0, ALPHA).is_nan());
+        assert_eq!(
+            relative_error_rate_gate_power(0, 0.2, 10, 0.1, 0.0, ALPHA),
+            0.0
+        );
+    }
+
+    /// Bounded work at 10 000 requests per arm, including error rates near one half.
+    #[test]
+    fn relative_error_rate_large_arms() {
+        let j = relative_error_rate_gate(count(5_200, 10_000), count(5_000, 10_000), 0.0, ALPHA);
+        assert!(!j.passed && j.decidable, "{}", j.reason);
+        let j = relative_error_rate_gate(count(120, 10_000), count(100, 10_000), 0.01, ALPHA);
+        assert!(j.passed, "{}", j.reason);
+        assert!(
+            j.interval.0 < 0.0 && j.interval.0 > -0.01,
+            "{:?}",
+            j.interval
+        );
+    }
+
+    // --- Gate 3: absolute latency quantile -------------------------------------------------------
+
+    /// The discrete 2× canary at p50 is caught less often: its F at the limit is 0.3, not ~0.
+    #[rstest]
+    #[case(Shape::LogNormal, 600, 0.99, Canary::Scaled(2.0), 0.99, 31)]
+    #[case(Shape::Exponential, 600, 0.99, Canary::Plus(40.0), 0.99, 32)]
+    #[case(Shape::Discrete, 600, 0.99, Canary::Scaled(2.0), 0.99, 33)]
+    #[case(Shape::LogNormal, 70, 0.5, Canary::Plus(40.0), 0.99, 34)]
+    #[case(Shape::Discrete, 70, 0.5, Canary::Scaled(2.0), 0.9, 35)]
+    fn latency_quantile_gate_simulated(
+        #[case] shape: Shape,
+        #[case] n: usize,
+        #[case] q: f64,
+        #[case] bad: Canary,
+        #[case] level: f64,
+        #[case] seed: u64,
+    ) {
+        let runs = 1500;
+        let limit = shape.quantile(q);
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut failure_rate = |canary: Canary| {
+            let failed = (0..runs)
+                .filter(|_| {
+                    let sample = latencies(&mut rng, shape, canary, n);
+                    let j = latency_quantile_gate(&sample, q, limit, ALPHA);
+                    assert!(j.decidable);
+                    assert_eq!(j.passed, j.p_value > ALPHA);
+                    assert_eq!(j.passed, j.interval.0 <= limit);
+                    !j.passed
+                })
+                .count();
+            failed as f64 / runs as f64
+        };
+        // At the boundary, F(limit) = q exactly for all three shapes, so the exact rate is
+        // P(Bin(n, q) ≤ k − 1).
+        let at_boundary = failure_rate(Canary::Scaled(1.0));
+        let tables = BinomialTables::new(n, q);
+        let k = tables.lower_rank(ALPHA).expect("decidable");
+        let exact = tables.at_most[k - 1];
+        let caught = failure_rate(bad);
+        eprintln!("{shape:?} n = {n} p{q}: false {at_boundary} (exact {exact}), caught {caught}");
+        assert!(exact <= ALPHA);
+        assert!(at_boundary <= ALPHA + slack(ALPHA, runs), "{at_boundary}");
+        assert!((at_boundary - exact).abs() <= slack(exact, runs));
+        assert!(caught >= level, "caught {caught}");
+    }
+
+    #[test]
+    fn latency_quantile_edges() {
+        let empty = latency_quantile_gate(&[], 0.99, 100.0, ALPHA);
+        assert!(empty.passed && !empty.decidable);
+        // One sample above a p99 limit is evidence already: P(X > ξ_0.99) ≤ 0.01 ≤ α.
+        let one = latency_quantile_gate(&[500.0], 0.99, 100.0, ALPHA);
+        assert!(!one.passed && one.decidable && one.interval.0 == 500.0);
+        assert!((one.p_value - 0.01).abs() < 1e-12);
+        assert!(
+            one.reason.contains("exceeds the 100 ms limit"),
+            "{}",
+            one.reason
+        );
+        // A median needs 5 samples (0.5^5 ≤ 0.05 < 0.5^4), even if every one is slow.
+        let j = latency_quantile_gate(&[500.0; 4], 0.5, 100.0, ALPHA);
+        assert!(j.passed && !j.decidable && j.measured == 500.0);
+        assert!(j.reason.contains("at least 5 samples"), "{}", j.reason);
+        assert!(!latency_quantile_gate(&[500.0; 5], 0.5, 100.0, ALPHA).passed);
+        // Ties at the limit count as within it.
+        let tied = vec![100.0; 1000];
+        let j = latency_quantile_gate(&tied, 0.99, 100.0, ALPHA);
+        assert!(j.passed && j.p_value == 1.0 && j.measured == 100.0);
+        let invalid = latency_quantile_gate(&[1.0, f64::NAN], 0.5, 10.0, ALPHA);
+        assert!(
+            !invalid.passed && invalid.reason.contains("latency #1"),
+            "{}",
+            invalid.reason
+        );
+        assert!(!latency_quantile_gate(&[1.0], 1.0, 10.0, ALPHA).passed);
+    }
+
+    // --- Gate 4: relative latency quantile ---------------------------------------------------
+
+    /// Bad canaries: 2× for continuous latencies. With 400 baseline samples the upper bound
+    /// of p99 is the baseline's maximum, so a 2× p99 is caught only about 60 % of the time.
+    /// For the discrete shape the quantiles sit on jumps (F(10) = 0.5, F(30) = 0.99), so the
+    /// baseline's upper bound is the next atom (20 or 100 ms) and it takes 3× (p50) or 5× (p99).
+    #[rstest]
+    #[case(Shape::LogNormal, 70, 630, 0.5, (2.0, 0.99), 41)]
+    #[case(Shape::Discrete, 70, 630, 0.5, (3.0, 0.85), 42)]
+    #[case(Shape::LogNormal, 600, 400, 0.5, (2.0, 0.99), 43)]
+    #[case(Shape::LogNormal, 600, 400, 0.99, (2.0, 0.55), 44)]
+    #[case(Shape::Exponential, 600, 400, 0.99, (2.0, 0.55), 45)]
+    #[case(Shape::Discrete, 600, 400, 0.99, (5.0, 0.9), 46)]
+    fn relative_latency_quantile_gate_simulated(
+        #[case] shape: Shape,
+        #[case] nc: usize,
+        #[case] nb: usize,
+        #[case] q: f64,
+        #[case] bad: (f64, f64),
+        #[case] seed: u64,
+        #[values(Scenario::Boundary, Scenario::Equal, Scenario::Bad)] scenario: Scenario,
+    ) {
+        // (factor, probability it must be caught with)
+        let (bad, level) = bad;
+        let runs = 1000;
+        let r = 0.2;
+        let factor = match scenario {
+            Scenario::Boundary => 1.0 + r,
+            Scenario::Equal => 1.0,
+            Scenario::Bad => bad,
+        };
+        let mut rng = StdRng::seed_from_u64(seed);
+        let failed = (0..runs)
+            .filter(|_| {
+                let canary = latencies(&mut rng, shape, Canary::Scaled(factor), nc);
+                let baseline = latencies(&mut rng, shape, Canary::Scaled(1.0), nb);
+                let j = relative_latency_quantile_gate(&canary, &baseline, q, r, ALPHA);
+                assert!(j.decidable, "{}", j.reason);
+                assert_eq!(j.passed, j.p_value > ALPHA, "{}", j.reason);
+                !j.passed
+            })
+            .count();
+        let rate = failed as f64 / runs as f64;
+        eprintln!("{shape:?} {nc} vs {nb} p{q}, canary {factor}× ({scenario:?}): failed {rate}");
+        match scenario {
+            Scenario::Bad => assert!(rate >= level, "caught {rate}"),
+            _ => assert!(rate <= ALPHA + slack(ALPHA, runs), "false failures {rate}"),
+        }
+    }
+
+    /// The p-value is the smallest α at which the bound comparison fails, so the verdict at
+    /// any α follows from it, and agrees with comparing the bounds directly.
+    #[test]
+    fn relative_latency_quantile_p_value_is_the_smallest_failing_alpha() {
+        let mut rng = StdRng::seed_from_u64(47);
+        for round in 0..40 {
+            let factor = 1.0 + round as f64 * 0.05;
+            let canary = sorted(&latencies(
+                &mut rng,
+                Shape::LogNormal,
+                Canary::Scaled(factor),
+                80,
+            ));
+            let baseline = sorted(&latencies(
+                &mut rng,
+                Shape::Exponential,
+                Canary::Scaled(1.0),
+                90,
+            ));
+            let p = relative_latency_quantile_gate(&canary, &baseline, 0.5, 0.1, ALPHA).p_value;
+            for alpha in [0.001, 0.01, 0.05, 0.2, 0.4] {
+                let (ct, bt) = (BinomialTables::new(80, 0.5), BinomialTables::new(90, 0.5));
+                let direct = match (ct.lower_rank(alpha / 2.0), bt.upper_rank(alpha / 2.0)) {
+                    (Some(k), Some(j)) => {
+                        canary[k - 1] > 1.1 * baseline[j - 1] * (1.0 + RATIO_TOLERANCE)
+                    }
+                    _ => false,
+                };
+                let j = relative_latency_quantile_gate(&canary, &baseline, 0.5, 0.1, alpha);
+                assert_eq!(!j.passed, direct, "round {round}, α = {alpha}");
+                assert_eq!(!j.passed, p <= alpha, "round {round}, α = {alpha}");
+            }
+        }
+    }
+
+    #[test]
+    fn relative_latency_quantile_edges() {
+        let base: Vec<f64> = (1..=300).map(|i| i as f64).collect();
+        // The baseline's p99 has no upper bound at α/2 below 367 samples.
+        let j = relative_latency_quantile_gate(&[1e6; 600], &base, 0.99, 0.2, ALPHA);
+        assert!(j.passed && !j.decidable);
+        assert!(
+            j.reason.contains("at least 368 baseline samples"),
+            "{}",
+            j.reason
+        );
+        let j = relative_latency_quantile_gate(&[], &base, 0.5, 0.2, ALPHA);
+        assert!(j.passed && !j.decidable && j.reason.contains("no canary"));
+        // A single canary sample has no lower bound for its median.
+        let j = relative_latency_quantile_gate(&[1e6], &base, 0.5, 0.2, ALPHA);
+        assert!(j.passed && !j.decidable);
+        assert!(
+            j.reason.contains("at least 6 canary samples"),
+            "{}",
+            j.reason
+        );
+        // Identical, heavily tied samples are within any non-negative increase.
+        let tied = vec![10.0; 500];
+        let j = relative_latency_quantile_gate(&tied, &tied, 0.99, 0.0, ALPHA);
+        assert!(j.passed && j.measured == 1.0, "{}", j.reason);
+        let slow: Vec<f64> = base.iter().map(|x| 3.0 * x).collect();
+        let j = relative_latency_quantile_gate(&slow, &base, 0.5, 0.2, ALPHA);
+        assert!(!j.passed && j.interval.0 > 1.2, "{}", j.reason);
+        assert!(j.reason.contains("exceeds the 1.2× limit"), "{}", j.reason);
+        assert!(!relative_latency_quantile_gate(&[1.0], &[1.0], 0.5, -1.0, ALPHA).passed);
+    }
+
+    // --- Gate 5: latency shift -----------------------------------------------------------------
+
+    #[rstest]
+    #[case(Shape::LogNormal, 70, 630, 0.999, 51)]
+    #[case(Shape::Discrete, 70, 630, 0.99, 52)]
+    #[case(Shape::Exponential, 600, 400, 0.999, 53)]
+    #[case(Shape::Discrete, 600, 400, 0.999, 54)]
+    #[case(Shape::LogNormal, 12, 20, 0.6, 55)]
+    #[case(Shape::Discrete, 12, 20, 0.3, 56)]
+    fn latency_shift_gate_simulated(
+        #[case] shape: Shape,
+        #[case] nc: usize,
+        #[case] nb: usize,
+        #[case] level: f64,
+        #[case] seed: u64,
+        #[values(Scenario::Boundary, Scenario::Equal, Scenario::Bad)] scenario: Scenario,
+    ) {
+        let runs = 1000;
+        let r = 0.2;
+        let factor = match scenario {
+            Scenario::Boundary => 1.0 + r,
+            Scenario::Equal => 1.0,
+            Scenario::Bad => 2.0,
+        };
+        let mut rng = StdRng::seed_from_u64(seed);
+        let failed = (0..runs)
+            .filter(|_| {
+                let canary = latencies(&mut rng, shape, Canary::Scaled(factor), nc);
+                let baseline = latencies(&mut rng, shape, Canary::Scaled(1.0), nb);
+                let j = latency_shift_gate(&canary, &baseline, r, ALPHA);
+                assert!(j.decidable, "{}", j.reason);
+                assert_eq!(j.passed, j.p_value > ALPHA, "{}", j.reason);
+                !j.passed
+            })
+            .count();
+        let rate = failed as f64 / runs as f64;
+        eprintln!("{shape:?} {nc} vs {nb}, canary {factor}× ({scenario:?}): failed {rate}");
+        match scenario {
+            Scenario::Bad => assert!(rate >= level, "caught {rate}"),
+            _ => assert!(rate <= ALPHA + slack(ALPHA, runs), "false failures {rate}"),
+        }
+    }
+
+    /// The verdict is the Lehmann bound's, and the bound is the order statistic of the
+    /// pairwise differences at the critical count, checked against all pairs.
+    #[rstest]
+    #[case(9, 14, 61)]
+    #[case(40, 30, 62)]
+    fn latency_shift_bound_matches_all_pairs(
+        #[case] nc: usize,
+        #[case] nb: usize,
+        #[case] seed: u64,
+    ) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        for round in 0..20 {
+            let factor = 0.8 + round as f64 * 0.06;
+            let canary = latencies(&mut rng, Shape::LogNormal, Canary::Scaled(factor), nc);
+            let baseline = latencies(&mut rng, Shape::LogNormal, Canary::Scaled(1.0), nb);
+            let j = latency_shift_gate(&canary, &baseline, 0.1, ALPHA);
+            let logs = |xs: &[f64]| sorted(&xs.iter().map(|x| x.ln()).collect::<Vec<_>>());
+            let (a, b) = (logs(&canary), logs(&baseline));
+            let d = all_differences(&a, &b);
+            let null = MannWhitneyNull::new(&a, &b);
+            let u = null.critical(ALPHA).expect("decidable");
+            let lower = d[d.len() - u as usize];
+            assert_eq!(j.interval.0, lower.exp());
+            let delta = 0.1f64.ln_1p() + RATIO_TOLERANCE;
+            assert_eq!(j.passed, lower <= delta, "round {round}: {}", j.reason);
+            let exceeding = d.iter().filter(|&&x| x > delta).count() as u64;
+            assert_eq!(j.p_value, null.at_least(exceeding));
+        }
+    }
+
+    #[test]
+    fn latency_shift_edges() {
+        let empty = latency_shift_gate(&[], &[10.0], 0.2, ALPHA);
+        assert!(empty.passed && !empty.decidable);
+        // One sample each: the smallest p-value is 1/2.
+        let one = latency_shift_gate(&[100.0], &[10.0], 0.2, ALPHA);
+        assert!(one.passed && !one.decidable && (one.measured - 10.0).abs() < 1e-9);
+        assert!(one.reason.contains("smallest possible"), "{}", one.reason);
+        // 3 vs 4: 1/35 ≤ 0.05, so completely separated samples fail.
+        let j = latency_shift_gate(&[50.0, 60.0, 70.0], &[10.0, 11.0, 12.0, 13.0], 0.2, ALPHA);
+        assert!(!j.passed && j.decidable && (j.p_value - 1.0 / 35.0).abs() < 1e-12);
+        // All tied, exact and normal regimes: no shift, p = 1.
+        for n in [10, 100] {
+            let tied = vec![20.0; n];
+            let j = latency_shift_gate(&tied, &tied, 0.0, ALPHA);
+            assert!(
+                j.passed && j.p_value == 1.0 && j.measured == 1.0,
+                "{}",
+                j.reason
+            );
+        }
+        // Canary exactly 1.2× a tied baseline sits on the boundary and must not fail.
+        let baseline: Vec<f64> = (0..400).map(|i| [5.0, 10.0, 20.0][i % 3]).collect();
+        let canary: Vec<f64> = (0..600).map(|i| 1.2 * [5.0, 10.0, 20.0][i % 3]).collect();
+        let j = latency_shift_gate(&canary, &baseline, 0.2, ALPHA);
+        assert!(j.passed, "{}", j.reason);
+        assert!(!latency_shift_gate(&[0.0], &[1.0], 0.2, ALPHA).passed);
+    }
+
+    #[test]
+    fn latency_shift_large_arms_stay_bounded() {
+        let mut rng = StdRng::seed_from_u64(63);
+        let canary = latencies(&mut rng, Shape::LogNormal, Canary::Scaled(1.05), 10_000);
+        let baseline = latencies(&mut rng, Shape::LogNormal, Canary::Scaled(1.0), 10_000);
+        let j = latency_shift_gate(&canary, &baseline, 0.2, ALPHA);
+        assert!(j.passed && j.decidable, "{}", j.reason);
+        assert!((j.measured - 1.05).abs() < 0.03, "{}", j.reason);
+        // A small arm against a large one uses the exact null.
+        let j = latency_shift_gate(&canary[..20], &baseline, 0.2, ALPHA);
+        assert!(j.reason.contains("exact"), "{}", j.reason);
+    }
+
+    // --- Judgement ---------------------------------------------------------------------------
+
+    #[test]
+    fn judgement_round_trips_through_json_with_infinities() {
+        let j = latency_quantile_gate(&[10.0; 400], 0.99, 100.0, ALPHA);
+        assert_eq!(j.interval.1, f64::INFINITY);
+        let json = serde_json::to_string(&j).expect("serializes");
+        assert!(json.contains("\"inf\""), "{json}");
+        let back: GateJudgement = serde_json::from_str(&json).expect("deserializes");
+        assert_eq!(back, j);
+        let empty = error_rate_gate(count(0, 0), 0.05, ALPHA);
+        let json = serde_json::to_string(&empty).expect("serializes");
+        let back: GateJudgement = serde_json::from_str(&json).expect("deserializes");
+        assert!(back.measured.is_nan() && back.reason == empty.reason);
+        assert!(serde_json::from_str::<GateJudgement>(&json.replace("NaN", "nope")).is_err());
+    }
+
+    #[test]
+    fn formatting() {
+        assert_eq!(sig(0.012345), "0.0123");
+        assert_eq!(sig(123.456), "123");
+        assert_eq!(sig(1.5), "1.5");
+        assert_eq!(percent(0.05), "5 %");
+        assert_eq!(points(0.01), "+1 point");
+        assert_eq!(points(-0.0123), "-1.23 points");
+        assert_eq!(confidence_percent(0.05), "95");
+        assert_eq!(confidence_percent(1e-4), "99.99");
+        assert_eq!(quantile_name(0.99), "p99");
+        assert_eq!(quantile_name(0.999), "p99.9");
+        assert_eq!(format_p(0.0123), "p = 0.012");
+    }
+}
