@@ -13,6 +13,7 @@ pub mod envoy_config;
 pub mod fake_api;
 #[cfg(test)]
 mod fake_mesh;
+pub mod gate_stats;
 pub mod input_error;
 pub mod invocation;
 pub mod istio;
