@@ -884,7 +884,7 @@ pub fn binomial_two_sided_p(k: u64, n: u64, p: f64) -> f64 {
 }
 
 /// Smallest `j` in `[low, high]` with `pred(j)`, for a predicate that is false then true.
-fn first_true(low: u64, high: u64, pred: impl Fn(u64) -> bool) -> Option<u64> {
+pub(crate) fn first_true(low: u64, high: u64, pred: impl Fn(u64) -> bool) -> Option<u64> {
     if low > high || !pred(high) {
         return None;
     }
@@ -901,7 +901,7 @@ fn first_true(low: u64, high: u64, pred: impl Fn(u64) -> bool) -> Option<u64> {
 }
 
 /// Largest `j` in `[low, high]` with `pred(j)`, for a predicate that is true then false.
-fn last_true(low: u64, high: u64, pred: impl Fn(u64) -> bool) -> Option<u64> {
+pub(crate) fn last_true(low: u64, high: u64, pred: impl Fn(u64) -> bool) -> Option<u64> {
     if low > high || !pred(low) {
         return None;
     }
