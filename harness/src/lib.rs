@@ -21,6 +21,7 @@ pub mod report;
 pub mod routing;
 pub mod run;
 pub mod scenario;
+pub mod sequential;
 pub mod stats;
 pub mod tally;
 pub mod tools;
