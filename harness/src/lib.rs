@@ -29,6 +29,7 @@ pub mod report;
 pub mod routing;
 pub mod run;
 pub mod scenario;
+pub mod sequential;
 pub mod session;
 pub mod stats;
 pub mod steps;

@@ -5,10 +5,12 @@
 //! that model rather than from a normal approximation, because the harness promises two hard
 //! numbers per run: a correct mesh fails at most with probability `alpha` (split over all tests
 //! with Bonferroni), and a stage that is off by `delta` or more is caught with probability at
-//! least `1 - beta`. Approximations are only used as starting points for exact searches.
+//! least `1 - beta`. Approximations are only used for scale in messages and suggestions.
 //!
-//! The flow is: [`plan`] before sampling (how many answers, which canary counts pass), then
-//! [`judge`] after sampling (verdict plus the figures a human needs to trust it).
+//! The flow is: [`try_plan`] before sampling (how many answers, which canary counts pass), then
+//! [`judge`] after sampling (verdict plus the figures a human needs to trust it). Planning is
+//! bounded: a test never plans more than [`MAX_REQUESTS_PER_TEST`] requests. The sequential
+//! design in [`crate::sequential`] builds on the same budget and usually needs far fewer.
 
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{Beta, Binomial, ContinuousCDF, Discrete, DiscreteCDF};
@@ -23,13 +25,50 @@ const SHARE_EPS: f64 = 1e-12;
 /// mathematically tied outcomes (e.g. `k` and `n - k` at `p = 0.5`) are not split by rounding.
 const TIE_TOLERANCE: f64 = 1e-7;
 
-/// The plan scan starts `1/SCAN_MARGIN` below the normal estimate (see `split_plan`).
-const SCAN_MARGIN: u64 = 6;
+/// Most requests one test may plan. The prober allocates its samples up front and a run has to
+/// finish in minutes, so a budget that needs more is refused ([`try_plan`]) instead of planning
+/// a test that cannot run (δ = 1e-4 would need well over a billion requests).
+pub const MAX_REQUESTS_PER_TEST: u64 = 250_000;
 
-/// Every this many failing candidate sizes the plan scan doubles its step, so an extreme budget
-/// (tiny `delta`, n in the millions) still plans in bounded time, at the cost of an `n` that may
-/// be a little above the smallest.
-const SCAN_STEPS: u64 = 4096;
+/// Slack when comparing the Neyman–Pearson power with `1 - beta` in [`requests_lower_bound`],
+/// so that rounding can only make the bound smaller, never larger than the truth.
+const LOWER_BOUND_SLACK: f64 = 1e-9;
+
+/// Why a test cannot be planned. Every variant carries the figures and a fix a person can act on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PlanError {
+    #[error("invalid budget: {message}")]
+    InvalidBudget { message: String },
+    /// Even the best possible test of this size needs more requests than one test may send.
+    #[error(
+        "the budget needs at least {needed_at_least} requests for one test (normal estimate \
+         {estimate}), more than the cap of {cap}; {fix}"
+    )]
+    TooManyRequests {
+        /// A proven lower bound: no test with this size and power can use fewer.
+        needed_at_least: u64,
+        /// The normal-approximation estimate, for scale.
+        estimate: u64,
+        cap: u64,
+        fix: String,
+    },
+    /// Planning itself would take more computation than allowed (sequential designs).
+    #[error(
+        "planning this design takes about {work_needed} DP cell updates, more than the bound of \
+         {work_bound} (up to {max_requests} requests in {looks} looks); {fix}"
+    )]
+    TooMuchWork {
+        work_needed: u64,
+        work_bound: u64,
+        max_requests: u64,
+        looks: u64,
+        fix: String,
+    },
+    /// The search ended without a design that meets the budget.
+    #[error("no design meets the budget: {reason}; {fix}")]
+    NoDesign { reason: String, fix: String },
+}
 
 /// Error budget and effect size of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -110,7 +149,8 @@ pub struct Plan {
     pub kind: CheckKind,
     /// p0, canary share in [0, 1].
     pub expected_share: f64,
-    /// n: valid (non-error) answers to collect.
+    /// n: valid (non-error) answers to collect; for a plan that meets its budget, the smallest
+    /// that does (see [`try_plan`]).
     pub requests: u64,
     /// α for this one test.
     pub alpha_test: f64,
@@ -128,25 +168,79 @@ pub struct Plan {
 /// Plans the test of one stage on one entry point.
 ///
 /// `tests_in_run` is the number of tests sharing the run's `alpha` (stages × entry points);
-/// zero is treated as one. A split stage gets the smallest `n` found by an exact scan such that
-/// the exact two-sided test at `alpha / tests_in_run` has exact power `>= 1 - beta` against
-/// `p0 - delta` and `p0 + delta` (those inside [0, 1]). Exact power is a sawtooth in `n`, so
-/// the scan starts below the normal-approximation estimate and stops at the first `n` that
-/// meets both constraints exactly; the returned plan always meets them. A 0 % or 100 % stage
-/// is a zero-leak check that needs the smallest `n` with `(1 - delta)^n <= beta`.
+/// zero is treated as one. The design is [`try_plan`]'s. `plan` cannot report errors, so a field
+/// of the budget that fails [`Budget::validate`] falls back to its default, and a budget that
+/// needs more than [`MAX_REQUESTS_PER_TEST`] requests gets the exact test at the cap, whose
+/// `power` then states the lower power it really has. Callers should use [`try_plan`], which
+/// refuses such budgets with the figures instead.
 pub fn plan(expected_share: f64, budget: &Budget, tests_in_run: usize) -> Plan {
     let budget = budget.sanitized();
-    let p0 = snap_share(expected_share);
     let alpha_test = budget.alpha / tests_in_run.max(1) as f64;
+    let p0 = snap_share(expected_share);
+    plan_capped(p0, &budget, alpha_test, MAX_REQUESTS_PER_TEST)
+        .unwrap_or_else(|_| plan_at(p0, alpha_test, &budget, MAX_REQUESTS_PER_TEST))
+}
+
+/// Plans one test at significance `alpha_test`: the caller splits the run's alpha over the tests
+/// that can fail a correct mesh (zero-leak checks cannot).
+///
+/// A split stage (0 < p0 < 1) gets the smallest `n` such that the exact two-sided test at
+/// `alpha_test` has exact size `<= alpha_test` and exact power `>= 1 - beta` against
+/// `p0 - delta` and `p0 + delta` (those inside [0, 1]). Exact power is a sawtooth in `n`, so no
+/// bisection can find that size: every `n` is checked upwards from [`requests_lower_bound`],
+/// below which no test at all reaches the power, so the first size that works is the smallest.
+/// A 0 % or 100 % stage is a zero-leak check that needs the smallest `n` with
+/// `(1 - delta)^n <= beta`.
+///
+/// Refuses an invalid budget, and one that needs more than [`MAX_REQUESTS_PER_TEST`] requests
+/// (with the proven minimum and a larger `delta` that would fit).
+pub fn try_plan(expected_share: f64, budget: &Budget, alpha_test: f64) -> Result<Plan, PlanError> {
+    budget
+        .validate()
+        .and_then(|()| check_open("alpha_test", alpha_test, 1.0))
+        .map_err(|message| PlanError::InvalidBudget { message })?;
+    plan_capped(
+        snap_share(expected_share),
+        budget,
+        alpha_test,
+        MAX_REQUESTS_PER_TEST,
+    )
+}
+
+fn plan_capped(p0: f64, budget: &Budget, alpha_test: f64, cap: u64) -> Result<Plan, PlanError> {
     if p0 == 0.0 || p0 == 1.0 {
-        zero_leak_plan(p0, alpha_test, &budget)
+        zero_leak_plan(p0, alpha_test, budget, cap)
     } else {
-        split_plan(p0, alpha_test, &budget)
+        split_plan(p0, alpha_test, budget, cap, |n| {
+            acceptance_region(n, p0, alpha_test)
+        })
     }
 }
 
-fn zero_leak_plan(p0: f64, alpha_test: f64, budget: &Budget) -> Plan {
+/// The test with exactly `n` requests, whatever power that gives: [`plan`]'s fallback.
+fn plan_at(p0: f64, alpha_test: f64, budget: &Budget, n: u64) -> Plan {
+    if p0 == 0.0 || p0 == 1.0 {
+        return zero_leak_plan_at(p0, alpha_test, budget, n);
+    }
+    let alternatives = alternatives(p0, budget.delta);
+    let (low, high) = acceptance_region(n, p0, alpha_test);
+    split_figures(p0, alpha_test, budget, &alternatives, n, low, high)
+}
+
+fn zero_leak_plan(p0: f64, alpha_test: f64, budget: &Budget, cap: u64) -> Result<Plan, PlanError> {
     let n = zero_leak_requests(budget.beta, budget.delta);
+    if n > cap {
+        return Err(PlanError::TooManyRequests {
+            needed_at_least: n,
+            estimate: n,
+            cap,
+            fix: fix_for_cap(p0, alpha_test, budget, cap),
+        });
+    }
+    Ok(zero_leak_plan_at(p0, alpha_test, budget, n))
+}
+
+fn zero_leak_plan_at(p0: f64, alpha_test: f64, budget: &Budget, n: u64) -> Plan {
     let (accept_low, accept_high) = if p0 == 0.0 { (0, 0) } else { (n, n) };
     Plan {
         kind: CheckKind::ZeroLeak,
@@ -178,80 +272,225 @@ fn zero_leak_requests(beta: f64, delta: f64) -> u64 {
     n
 }
 
-/// Exact figures of the split test at one sample size.
-struct Candidate {
+/// The split test with `n` requests and acceptance region `low..=high`, with its exact figures.
+fn split_figures(
+    p0: f64,
+    alpha_test: f64,
+    budget: &Budget,
+    alternatives: &[f64],
     n: u64,
     low: u64,
     high: u64,
-    false_failure: f64,
-    power: f64,
-}
-
-fn split_plan(p0: f64, alpha_test: f64, budget: &Budget) -> Plan {
-    let alternatives = alternatives(p0, budget.delta);
-    let evaluate = |n: u64| {
-        let (low, high) = acceptance_region(n, p0, alpha_test);
-        let false_failure = rejection_probability(n, low, high, p0);
-        let power = alternatives
-            .iter()
-            .map(|&p1| rejection_probability(n, low, high, p1))
-            .fold(1.0, f64::min);
-        Candidate {
-            n,
-            low,
-            high,
-            false_failure,
-            power,
-        }
-    };
-    let meets = |c: &Candidate| c.false_failure <= alpha_test && c.power >= 1.0 - budget.beta;
-
-    // Exact power is a sawtooth in n: below the first size that works after a failing one, an
-    // isolated smaller size can still work. So the scan starts well under the estimate, and
-    // under a size known to fail (backing off in growing steps if the estimate was generous),
-    // and takes the first size that works.
-    let estimate = normal_estimate(p0, &alternatives, alpha_test, budget);
-    let mut failing = estimate;
-    let mut back = (estimate / 200).max(1);
-    while failing > 0 && meets(&evaluate(failing)) {
-        failing = failing.saturating_sub(back);
-        back = back.saturating_mul(2);
-    }
-    let start = failing.min(estimate - estimate / SCAN_MARGIN);
-
-    // Scan up one at a time; only a very poor estimate makes the step grow.
-    let mut step = 1u64;
-    let mut n = start;
-    let mut steps = 0;
-    let found = loop {
-        n = n.saturating_add(step);
-        let candidate = evaluate(n);
-        if meets(&candidate) {
-            break candidate;
-        }
-        steps += 1;
-        if steps % SCAN_STEPS == 0 {
-            step = step.saturating_mul(2);
-        }
-    };
-
+) -> Plan {
+    let power = alternatives
+        .iter()
+        .map(|&p1| rejection_probability(n, low, high, p1))
+        .fold(1.0, f64::min);
     Plan {
         kind: CheckKind::Split,
         expected_share: p0,
-        requests: found.n,
+        requests: n,
         alpha_test,
         beta: budget.beta,
         delta: budget.delta,
-        accept_low: found.low,
-        accept_high: found.high,
-        false_failure: found.false_failure,
-        power: found.power,
+        accept_low: low,
+        accept_high: high,
+        false_failure: rejection_probability(n, low, high, p0),
+        power,
     }
+}
+
+/// The smallest `n` in `[requests_lower_bound, cap]` whose test with acceptance region
+/// `region(n)` meets the budget exactly. Generic over the region so that a test can check that
+/// a wrong region ends in an error rather than a search without end.
+fn split_plan(
+    p0: f64,
+    alpha_test: f64,
+    budget: &Budget,
+    cap: u64,
+    region: impl Fn(u64) -> (u64, u64),
+) -> Result<Plan, PlanError> {
+    let alternatives = alternatives(p0, budget.delta);
+    let lower =
+        capped_lower_bound(p0, &alternatives, alpha_test, budget.beta, cap).ok_or_else(|| {
+            PlanError::TooManyRequests {
+                needed_at_least: lower_bound(p0, &alternatives, alpha_test, budget.beta),
+                estimate: normal_estimate(p0, &alternatives, alpha_test, budget),
+                cap,
+                fix: fix_for_cap(p0, alpha_test, budget, cap),
+            }
+        })?;
+    for n in lower.max(1)..=cap {
+        let (low, high) = region(n);
+        if low > high || high > n {
+            return Err(PlanError::NoDesign {
+                reason: format!(
+                    "the acceptance region {low}–{high} for {n} requests is not a range of \
+                     counts out of {n}"
+                ),
+                fix: "this is a bug in the planner; please report it with the budget".to_string(),
+            });
+        }
+        let plan = split_figures(p0, alpha_test, budget, &alternatives, n, low, high);
+        if plan.false_failure <= alpha_test && plan.power >= 1.0 - budget.beta {
+            return Ok(plan);
+        }
+    }
+    Err(PlanError::NoDesign {
+        reason: format!(
+            "no size from the proven minimum of {lower} up to the cap of {cap} requests gives \
+             the exact test size <= {} and power >= {}",
+            format_alpha(alpha_test),
+            1.0 - budget.beta
+        ),
+        fix: fix_for_cap(p0, alpha_test, budget, cap),
+    })
+}
+
+/// Searched this far for [`requests_lower_bound`]; a bound beyond is reported as this value.
+const LOWER_BOUND_LIMIT: u64 = 1 << 34;
+
+/// A proven lower bound on the requests of any test of `expected_share` at size `alpha_test`
+/// with power `1 - beta` against both shares `p0 ± delta` inside [0, 1], fixed-size or
+/// sequential (for a sequential design, on its maximum number of requests).
+///
+/// By the Neyman–Pearson lemma no test of size `alpha_test` is more powerful against one
+/// alternative than the randomized one-sided likelihood-ratio test, so the bound is the smallest
+/// `n` at which that test reaches the power against each alternative. Its power never falls as
+/// `n` grows (a test may ignore a request), so bisection finds it. Bounds beyond 2^34 are
+/// reported as 2^34. Zero-leak stages get their exact size.
+pub fn requests_lower_bound(expected_share: f64, budget: &Budget, alpha_test: f64) -> u64 {
+    let budget = budget.sanitized();
+    let p0 = snap_share(expected_share);
+    if p0 == 0.0 || p0 == 1.0 {
+        return zero_leak_requests(budget.beta, budget.delta);
+    }
+    let alternatives = alternatives(p0, budget.delta);
+    lower_bound(p0, &alternatives, alpha_test, budget.beta)
+}
+
+fn lower_bound(p0: f64, alternatives: &[f64], alpha: f64, beta: f64) -> u64 {
+    let target = 1.0 - beta - LOWER_BOUND_SLACK;
+    alternatives
+        .iter()
+        .map(|&p1| {
+            let works = |n: u64| most_powerful_power(n, p0, p1, alpha) >= target;
+            // Doubling first keeps every power evaluation near the answer's size.
+            let mut high = 1u64;
+            while high < LOWER_BOUND_LIMIT && !works(high) {
+                high = (high * 2).min(LOWER_BOUND_LIMIT);
+            }
+            first_true(high / 2 + 1, high, works).unwrap_or(LOWER_BOUND_LIMIT)
+        })
+        .fold(1, u64::max)
+}
+
+/// [`lower_bound`] if it is at most `cap`.
+fn capped_lower_bound(
+    p0: f64,
+    alternatives: &[f64],
+    alpha: f64,
+    beta: f64,
+    cap: u64,
+) -> Option<u64> {
+    let target = 1.0 - beta - LOWER_BOUND_SLACK;
+    let mut bound = 1;
+    for &p1 in alternatives {
+        let works = |n: u64| most_powerful_power(n, p0, p1, alpha) >= target;
+        bound = bound.max(first_true(1, cap, works)?);
+    }
+    Some(bound)
+}
+
+/// Power at `p1` of the most powerful level-`alpha` test of `p0` against `p1` with `n`
+/// requests: the Neyman–Pearson test, which rejects the counts beyond a cut-off on `p1`'s side
+/// and the cut-off itself with the probability that makes its size exactly `alpha`.
+fn most_powerful_power(n: u64, p0: f64, p1: f64, alpha: f64) -> f64 {
+    if p1 < p0 {
+        // Counting GA answers instead turns a lower alternative into an upper one.
+        return most_powerful_power(n, 1.0 - p0, 1.0 - p1, alpha);
+    }
+    let Some(null) = ExactBinomial::new(n, p0) else {
+        // Claiming full power can only lower the bound.
+        return 1.0;
+    };
+    let null_tail = |x: u64| match x {
+        0 => 1.0,
+        x if x > n => 0.0,
+        x => null.sf(x - 1),
+    };
+    // Reject every count >= cut; tail(n + 1) = 0 <= alpha, so the cut exists.
+    let cut = first_true(0, n + 1, |x| null_tail(x) <= alpha).unwrap_or(n + 1);
+    let at_cut = |dist: &ExactBinomial| dist.ln_pmf(cut - 1).exp();
+    let randomized = if cut == 0 {
+        0.0
+    } else {
+        ((alpha - null_tail(cut)) / at_cut(&null)).clamp(0.0, 1.0)
+    };
+    if p1 >= 1.0 {
+        // All answers are canary: only the count n occurs.
+        return if cut <= n {
+            1.0
+        } else if cut == n + 1 {
+            randomized
+        } else {
+            0.0
+        };
+    }
+    let Some(alt) = ExactBinomial::new(n, p1) else {
+        return 1.0;
+    };
+    let above = match cut {
+        0 => 1.0,
+        x if x > n => 0.0,
+        x => alt.sf(x - 1),
+    };
+    let edge = if cut == 0 { 0.0 } else { at_cut(&alt) };
+    (above + randomized * edge).min(1.0)
+}
+
+/// The fix for a budget beyond `cap`, with [`larger_delta`]'s suggestion.
+fn fix_for_cap(p0: f64, alpha_test: f64, budget: &Budget, cap: u64) -> String {
+    match larger_delta(p0, alpha_test, budget, cap) {
+        Some(delta) => format!(
+            "use a larger delta (about {} or more fits), or a larger alpha or beta",
+            trim_zeros(format!("{delta:.12}"))
+        ),
+        None => "use a larger alpha or beta".to_string(),
+    }
+}
+
+/// The smallest `delta` (two significant digits, rounded up) whose normal-approximation size
+/// fits in 90 % of `cap`; `None` when not even `delta` = 0.49 fits.
+fn larger_delta(p0: f64, alpha_test: f64, budget: &Budget, cap: u64) -> Option<f64> {
+    let fits = |delta: f64| {
+        let n = if p0 == 0.0 || p0 == 1.0 {
+            zero_leak_requests(budget.beta, delta)
+        } else {
+            let widened = Budget { delta, ..*budget };
+            normal_estimate(p0, &alternatives(p0, delta), alpha_test, &widened)
+        };
+        (n as f64) <= 0.9 * cap as f64
+    };
+    let (mut low, mut high) = (budget.delta, 0.49);
+    if !fits(high) {
+        return None;
+    }
+    for _ in 0..60 {
+        let mid = (low + high) / 2.0;
+        if fits(mid) {
+            high = mid;
+        } else {
+            low = mid;
+        }
+    }
+    let scale = 10f64.powi(1 - high.log10().floor() as i32);
+    Some(((high * scale).ceil() / scale).min(0.49))
 }
 
 /// The shares `p0 ± delta` that can exist; a stage off by delta in a direction that would
 /// leave [0, 1] is impossible and needs no power.
-fn alternatives(p0: f64, delta: f64) -> Vec<f64> {
+pub(crate) fn alternatives(p0: f64, delta: f64) -> Vec<f64> {
     [p0 - delta, p0 + delta]
         .into_iter()
         .filter(|p| (-SHARE_EPS..=1.0 + SHARE_EPS).contains(p))
@@ -259,7 +498,7 @@ fn alternatives(p0: f64, delta: f64) -> Vec<f64> {
         .collect()
 }
 
-/// Normal-approximation sample size, the usual starting point:
+/// Normal-approximation sample size, for scale in errors and the suggested larger delta:
 /// `n ≈ ((z_{α/2}·sqrt(p0(1−p0)) + z_β·sqrt(p1(1−p1))) / δ)²`, worst direction.
 fn normal_estimate(p0: f64, alternatives: &[f64], alpha_test: f64, budget: &Budget) -> u64 {
     let z_alpha = upper_normal_quantile(alpha_test / 2.0);
@@ -426,7 +665,7 @@ fn binomial_mode(n: u64, p: f64) -> u64 {
 
 /// Weights arrive as fractions such as 10/100; values outside [0, 1] are clamped and NaN is
 /// read as 0 so that no input can make the distributions fail to build.
-fn snap_share(p: f64) -> f64 {
+pub(crate) fn snap_share(p: f64) -> f64 {
     if p.is_nan() || p < SHARE_EPS {
         0.0
     } else if p > 1.0 - SHARE_EPS {
@@ -645,7 +884,7 @@ pub fn binomial_two_sided_p(k: u64, n: u64, p: f64) -> f64 {
 }
 
 /// Smallest `j` in `[low, high]` with `pred(j)`, for a predicate that is false then true.
-fn first_true(low: u64, high: u64, pred: impl Fn(u64) -> bool) -> Option<u64> {
+pub(crate) fn first_true(low: u64, high: u64, pred: impl Fn(u64) -> bool) -> Option<u64> {
     if low > high || !pred(high) {
         return None;
     }
@@ -662,7 +901,7 @@ fn first_true(low: u64, high: u64, pred: impl Fn(u64) -> bool) -> Option<u64> {
 }
 
 /// Largest `j` in `[low, high]` with `pred(j)`, for a predicate that is true then false.
-fn last_true(low: u64, high: u64, pred: impl Fn(u64) -> bool) -> Option<u64> {
+pub(crate) fn last_true(low: u64, high: u64, pred: impl Fn(u64) -> bool) -> Option<u64> {
     if low > high || !pred(low) {
         return None;
     }
@@ -680,7 +919,7 @@ fn last_true(low: u64, high: u64, pred: impl Fn(u64) -> bool) -> Option<u64> {
 
 /// Percent of a measured share, e.g. "10.4": one decimal, more near 0 % and 100 % so that small
 /// shares do not collapse to "0.0"; `round_up` keeps bounds conservative when they are claims.
-fn percent(share: f64, round_up: bool) -> String {
+pub(crate) fn percent(share: f64, round_up: bool) -> String {
     let value = (share * 100.0).clamp(0.0, 100.0);
     let distance = value.min(100.0 - value);
     if distance == 0.0 {
@@ -705,13 +944,13 @@ fn percent(share: f64, round_up: bool) -> String {
 }
 
 /// Percent of a configured share, e.g. "10" for 0.1: as written, without padding zeros.
-fn percent_setting(share: f64) -> String {
+pub(crate) fn percent_setting(share: f64) -> String {
     trim_zeros(format!("{:.6}", share * 100.0))
 }
 
 /// "99.99" for alpha = 1e-4: enough decimals to show how close to 100 % the level is, truncated
 /// so that it is never overstated (99.99875 shows as 99.9987, not 99.9988 or 100).
-fn confidence_percent(alpha: f64) -> String {
+pub(crate) fn confidence_percent(alpha: f64) -> String {
     let miss = alpha * 100.0;
     let decimals = if miss > 0.0 {
         ((-miss.log10()).ceil() as i32 + 1).clamp(0, 10)
@@ -724,7 +963,7 @@ fn confidence_percent(alpha: f64) -> String {
 }
 
 /// "p = 0.52", "p = 3.1e-9": two significant digits, scientific notation once it is tiny.
-fn format_p(p: f64) -> String {
+pub(crate) fn format_p(p: f64) -> String {
     if p >= 0.995 {
         "p = 1".to_string()
     } else if p >= 1e-4 {
@@ -739,7 +978,7 @@ fn format_p(p: f64) -> String {
 }
 
 /// A significance level: three significant digits, "1.25e-5" or "1e-4".
-fn format_alpha(alpha: f64) -> String {
+pub(crate) fn format_alpha(alpha: f64) -> String {
     let text = format!("{alpha:.2e}");
     match text.split_once('e') {
         Some((mantissa, exponent)) => format!("{}e{exponent}", trim_zeros(mantissa.to_string())),
@@ -1207,5 +1446,152 @@ mod tests {
         let (got, want) = (binomial_two_sided_p(k, n, 0.5), 2.0 * dist.cdf(k));
         // Log-factorials of 10^7 carry ~1e-8 of rounding, which bounds the agreement.
         assert!((got - want).abs() < 1e-7, "{got} vs {want}");
+    }
+
+    /// Power of the randomized Neyman–Pearson test by summing probabilities one by one.
+    fn most_powerful_by_summation(n: u64, p0: f64, p1: f64, alpha: f64) -> f64 {
+        // Counts ordered from the most to the least extreme towards p1.
+        let order: Vec<u64> = if p1 > p0 {
+            (0..=n).rev().collect()
+        } else {
+            (0..=n).collect()
+        };
+        let (mut size, mut power) = (0.0, 0.0);
+        for k in order {
+            let (null, alt) = (pmf(k, n, p0), pmf(k, n, p1));
+            if size + null <= alpha {
+                size += null;
+                power += alt;
+            } else {
+                power += alt * (alpha - size) / null;
+                break;
+            }
+        }
+        power
+    }
+
+    #[rstest]
+    #[case(0.1, 0.15, 1e-3, 0.01)]
+    #[case(0.1, 0.05, 1e-3, 0.01)]
+    #[case(0.5, 0.6, 0.05, 0.1)]
+    #[case(0.9, 0.8, 0.01, 0.05)]
+    #[case(0.05, 0.0, 1e-3, 0.01)]
+    #[case(0.97, 1.0, 1e-3, 0.01)]
+    fn lower_bound_is_where_the_most_powerful_test_reaches_the_power(
+        #[case] p0: f64,
+        #[case] p1: f64,
+        #[case] alpha: f64,
+        #[case] beta: f64,
+    ) {
+        let bound = lower_bound(p0, &[p1], alpha, beta);
+        let power = |n: u64| most_powerful_by_summation(n, p0, p1, alpha);
+        assert!(
+            power(bound) >= 1.0 - beta - 1e-9,
+            "power {} at {bound}",
+            power(bound)
+        );
+        assert!(
+            bound == 1 || power(bound - 1) < 1.0 - beta,
+            "bound {bound} is not the first"
+        );
+        for n in [bound / 2, bound.saturating_sub(1), bound, bound + 7] {
+            let n = n.max(1);
+            let got = most_powerful_power(n, p0, p1, alpha);
+            assert!(
+                (got - power(n)).abs() < 1e-9,
+                "n = {n}: {got} vs {}",
+                power(n)
+            );
+        }
+    }
+
+    /// The scan starts at the proven lower bound and checks every size, so the plan is the
+    /// smallest size whose exact test meets the budget: every smaller size fails.
+    #[rstest]
+    fn split_plan_is_the_smallest_size_that_works(
+        #[values(0.02, 0.1, 0.5, 0.63, 0.95)] p0: f64,
+        #[values(
+            budget(0.05, 0.1, 0.1),
+            budget(0.01, 0.05, 0.1),
+            budget(0.2, 0.2, 0.25)
+        )]
+        budget: Budget,
+    ) {
+        let alpha_test = budget.alpha;
+        let plan = try_plan(p0, &budget, alpha_test).expect("plans");
+        let works = |m: u64| {
+            let (low, high) = acceptance_region(m, p0, alpha_test);
+            outside(m, low, high, p0) <= alpha_test
+                && power(m, low, high, p0, budget.delta) >= 1.0 - budget.beta
+        };
+        assert!(works(plan.requests));
+        let smaller: Vec<u64> = (1..plan.requests).filter(|&m| works(m)).collect();
+        assert!(
+            smaller.is_empty(),
+            "{smaller:?} work below n = {}",
+            plan.requests
+        );
+        assert!(requests_lower_bound(p0, &budget, alpha_test) <= plan.requests);
+    }
+
+    #[test]
+    fn try_plan_refuses_beyond_the_cap_with_the_figures_and_a_delta_that_fits() {
+        let tiny = budget(1e-4, 1e-3, 1e-4);
+        let err = try_plan(0.5, &tiny, 1.25e-5).unwrap_err();
+        let PlanError::TooManyRequests {
+            needed_at_least,
+            estimate,
+            cap,
+            ref fix,
+        } = err
+        else {
+            panic!("{err:?}");
+        };
+        assert_eq!(cap, MAX_REQUESTS_PER_TEST);
+        // About a billion: z-values of 4.4 and 3.1 over a shift of 1e-4 at sd 0.5.
+        assert!(needed_at_least > 1_000_000_000 && needed_at_least <= estimate);
+        assert!(fix.contains("larger delta"), "{fix}");
+        assert!(err.to_string().contains("cap of 250000"), "{err}");
+        let delta = larger_delta(0.5, 1.25e-5, &tiny, cap).expect("a delta fits");
+        let fitted = try_plan(0.5, &budget(1e-4, 1e-3, delta), 1.25e-5).expect("fits");
+        assert!(fitted.requests <= cap);
+
+        let leak = try_plan(0.0, &budget(1e-4, 1e-3, 1e-6), 1.25e-5).unwrap_err();
+        assert!(
+            matches!(leak, PlanError::TooManyRequests { needed_at_least, .. }
+                if needed_at_least == zero_leak_requests(1e-3, 1e-6)),
+            "{leak:?}"
+        );
+        assert!(matches!(
+            try_plan(0.5, &budget(1e-4, 1e-3, 0.05), 0.0),
+            Err(PlanError::InvalidBudget { .. })
+        ));
+    }
+
+    /// plan() cannot fail: beyond the cap it plans the cap and states the power it really has.
+    #[rstest]
+    #[case(0.5)]
+    #[case(0.0)]
+    fn plan_beyond_the_cap_falls_back_to_the_cap(#[case] p0: f64) {
+        let tiny = budget(1e-4, 1e-3, 1e-5);
+        let plan = plan(p0, &tiny, 8);
+        assert_eq!(plan.requests, MAX_REQUESTS_PER_TEST);
+        assert!(plan.power < 1.0 - tiny.beta, "power {}", plan.power);
+        assert!(plan.false_failure <= plan.alpha_test);
+    }
+
+    /// A wrong acceptance region must end the search with an error, not run without end.
+    #[rstest]
+    #[case::accepts_everything(|n: u64| (0, n))]
+    #[case::rejects_the_mode(|n: u64| (n, n))]
+    #[case::inverted(|n: u64| (n / 2 + 1, n / 2))]
+    #[case::beyond_n(|n: u64| (0, n + 1))]
+    fn broken_region_ends_in_an_error(#[case] region: fn(u64) -> (u64, u64)) {
+        let budget = Budget::default();
+        let result = split_plan(0.1, 1.25e-5, &budget, 20_000, region);
+        assert!(
+            matches!(result, Err(PlanError::NoDesign { .. })),
+            "{result:?}"
+        );
     }
 }
