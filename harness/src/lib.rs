@@ -9,6 +9,7 @@ pub mod config_dump;
 pub mod envoy_config;
 pub mod input_error;
 pub mod istio;
+pub mod istio_api;
 pub mod istio_mesh;
 pub mod local_mesh;
 pub mod manifests;
