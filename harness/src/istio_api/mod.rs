@@ -18,6 +18,9 @@ mod gateway;
 mod validate;
 mod virtual_service;
 
+#[cfg(test)]
+mod tests;
+
 use std::fmt;
 
 use serde::de::DeserializeOwned;
