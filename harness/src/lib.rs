@@ -17,6 +17,7 @@ pub mod gate_stats;
 pub mod input_error;
 pub mod invocation;
 pub mod istio;
+pub mod istio_api;
 pub mod istio_mesh;
 pub mod local_mesh;
 pub mod manifests;
