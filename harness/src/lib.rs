@@ -18,7 +18,6 @@ pub mod input_error;
 pub mod invocation;
 pub mod istio;
 pub mod istio_api;
-pub mod istio_api;
 pub mod istio_mesh;
 pub mod local_mesh;
 pub mod manifests;
