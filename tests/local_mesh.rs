@@ -57,15 +57,40 @@ fn the_tutorial_passes_on_both_entry_points() {
             .collect();
         assert_eq!(names, vec!["ingress", "mesh"]);
         for e in entries {
-            let planned = e["plan"]["requests"].as_u64().unwrap();
+            let trials = e["trials"].as_u64().unwrap();
             let counted: u64 = e["counts"]
                 .as_object()
                 .unwrap()
                 .values()
                 .map(|v| v.as_u64().unwrap())
                 .sum();
-            assert_eq!(counted, planned, "every planned answer was counted");
+            assert_eq!(
+                counted, trials,
+                "every judged answer was counted for its subset"
+            );
+            // Answers are attributed by the harness's header, and all come from the stage's
+            // own route configuration here: none stale, none unroutable.
+            assert_eq!(
+                e["requests"].as_u64().unwrap(),
+                trials + e["stale"].as_u64().unwrap() + e["unroutable"].as_u64().unwrap()
+            );
+            assert_eq!(e["unroutable"], 0);
             assert_eq!(e["errors"], 0);
+            let share = e["expected_share"].as_f64().unwrap();
+            match e["plan"]["design"].as_str().unwrap() {
+                "zero-leak" | "zero_leak" => {
+                    assert!(share == 0.0 || share == 1.0);
+                    assert_eq!(trials, e["plan"]["requests"].as_u64().unwrap());
+                }
+                "sequential" => {
+                    // Decided at a look, before the most the plan allows.
+                    let look = e["look"][0].as_u64().unwrap() as usize;
+                    let n = e["plan"]["looks"][look - 1]["n"].as_u64().unwrap();
+                    assert_eq!(trials, n);
+                    assert!(trials <= e["plan"]["max_requests"].as_u64().unwrap());
+                }
+                other => panic!("unexpected design {other}"),
+            }
             let observed = e["observed_share"].as_f64().unwrap();
             let (lo, hi) = (
                 e["interval"][0].as_f64().unwrap(),
@@ -173,19 +198,22 @@ fn failed_requests_count_for_no_version_and_slow_backends_show_in_latency() {
         let errors = e["errors"].as_u64().unwrap();
         assert!(errors > 0, "the canary fails 30 % of its requests");
         assert_eq!(e["error_kinds"]["HTTP 500"].as_u64().unwrap(), errors);
+        // Envoy adds the subset's header to failed answers too: each failure is the canary's.
         assert_eq!(e["errors_by_subset"]["canary"].as_u64().unwrap(), errors);
         assert!(e["errors_by_subset"].get("ga").is_none());
-        let good: u64 = e["counts"]
+        let trials: u64 = e["counts"]
             .as_object()
             .unwrap()
             .values()
             .map(|v| v.as_u64().unwrap())
             .sum();
+        assert_eq!(trials, e["trials"].as_u64().unwrap());
+        // A failed answer is a trial of its subset: the failing canary does not look smaller.
         assert_eq!(
             e["requests"].as_u64().unwrap(),
-            good + errors,
-            "errors are counted apart"
+            trials + e["stale"].as_u64().unwrap() + e["unroutable"].as_u64().unwrap(),
         );
+        assert!(e["counts"]["canary"].as_u64().unwrap() >= errors);
         let reason = e["reason"].as_str().unwrap();
         assert!(reason.contains("requests failed"), "{reason}");
         // The fixed delay is a floor on the canary's latency; no upper bound is asserted.

@@ -13,6 +13,7 @@ use harness::render::{self, CHART_IDS};
 use harness::report::{EntryReport, Latency, Report, StageReport, TimeBucket};
 use harness::routing::EntryPoint;
 use harness::stats::{self, Budget};
+use harness::verdict::TestPlan;
 
 /// Test cases of a JUnit document: (name, child element of a non-passing case, its message).
 fn junit_cases(xml: &str) -> Vec<(String, Option<String>, Option<String>)> {
@@ -236,10 +237,21 @@ fn report(failing: &[&str], aborted_after: Option<usize>) -> Report {
                 target: "http://127.0.0.1:1/".into(),
                 weights: weights.clone(),
                 expected_share: share,
-                plan,
+                plan: if plan.kind == stats::CheckKind::ZeroLeak {
+                    TestPlan::ZeroLeak(plan)
+                } else {
+                    TestPlan::Fixed(plan)
+                },
+                class: "default".into(),
                 requests: n,
+                trials: n,
                 counts: counts.clone(),
                 unexpected: BTreeMap::new(),
+                stale: 0,
+                unroutable: 0,
+                after_verdict: 0,
+                wrong_build: BTreeMap::new(),
+                look: None,
                 errors: 0,
                 error_kinds: BTreeMap::new(),
                 errors_by_subset: BTreeMap::new(),
@@ -267,6 +279,7 @@ fn report(failing: &[&str], aborted_after: Option<usize>) -> Report {
             weights: weights.clone(),
             expect: weights,
             expected_share: share,
+            stamp: format!("{}.{}", index + 1, index + 1),
             converge_s: 0.01,
             passed: results.iter().all(|r| r.passed),
             entries: results,
@@ -282,6 +295,7 @@ fn report(failing: &[&str], aborted_after: Option<usize>) -> Report {
         passed: aborted.is_none() && stages.iter().all(|s| s.passed),
         aborted,
         budget,
+        design: Default::default(),
         tests_in_run: 8,
         entry_points,
         subsets: vec!["ga".into(), "canary".into()],

@@ -12,7 +12,7 @@ use std::path::Path;
 use serde_json::{Value, json};
 
 use crate::input_error::InputError;
-use crate::istio::{self, HttpRoute, StringMatch, VirtualService};
+use crate::istio::{self, HeaderOperations, Headers, HttpRoute, MatchType, VirtualService};
 use crate::routing::{EntryPoint, Routing};
 
 const HCM: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
@@ -65,9 +65,6 @@ pub fn route_dir(root: &Path, entry: EntryPoint) -> std::path::PathBuf {
 }
 
 pub const ROUTE_FILE: &str = "routes.json";
-
-/// Response header that names the route version of the local mesh that served a request.
-pub const ROUTE_VERSION_HEADER: &str = "x-canary-route-version";
 
 /// Where the clusters file (file-based CDS) lives under the mesh's folder.
 pub fn cluster_dir(root: &Path) -> std::path::PathBuf {
@@ -172,7 +169,7 @@ pub fn route_discovery_response(
 ) -> Result<Value, InputError> {
     let domains = domains(routing, vs, entry);
     let mut routes = Vec::new();
-    for (i, http) in vs.spec.http.iter().enumerate() {
+    for (i, http) in vs.spec.http().iter().enumerate() {
         routes.extend(envoy_routes(
             routing,
             http,
@@ -185,13 +182,6 @@ pub fn route_discovery_response(
         "resources": [{
             "@type": ROUTE_CONFIGURATION,
             "name": route_config_name(routing, entry),
-            // Envoy ignores an update whose configuration hashes the same as the current one,
-            // version included; the header makes every version distinct, and tells a client
-            // which version served it.
-            "response_headers_to_add": [{
-                "header": {"key": ROUTE_VERSION_HEADER, "value": version},
-                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-            }],
             "virtual_hosts": [{
                 "name": format!("{}:{}", domains[0], match entry {
                     EntryPoint::Ingress => routing.gateway.as_ref().map(|g| g.port).unwrap_or(80),
@@ -215,7 +205,7 @@ fn domains(routing: &Routing, vs: &VirtualService, entry: EntryPoint) -> Vec<Str
         }
         EntryPoint::Mesh => {
             let ns = &routing.namespace;
-            for host in &vs.spec.hosts {
+            for host in vs.spec.hosts() {
                 let fq = istio::qualify_host(host, ns);
                 if let Some(short) = fq.strip_suffix(&format!(".{ns}.svc.cluster.local")) {
                     names.push(fq.clone());
@@ -248,7 +238,7 @@ fn envoy_routes(
     file: &Path,
 ) -> Result<Vec<Value>, InputError> {
     let mut clusters = Vec::new();
-    for (j, dest) in http.route.iter().enumerate() {
+    for (j, dest) in http.route().iter().enumerate() {
         let host = istio::qualify_host(&dest.destination.host, &routing.namespace);
         let subset = dest.destination.subset.as_deref().unwrap_or_default();
         if host != routing.host || !routing.subsets.iter().any(|s| s.name == subset) {
@@ -264,38 +254,49 @@ fn envoy_routes(
         }
         clusters.push((
             cluster_name(routing.port, subset, &host),
-            dest.weight.unwrap_or(0),
+            dest.weight.unwrap_or(0).max(0),
+            dest.headers.as_ref(),
         ));
     }
+    let mut route_headers = HeaderLists::default();
+    route_headers.extend(http.headers.as_ref());
     let mut action = if clusters.len() == 1 {
+        // Like istiod: a lone destination's headers go to the route.
+        route_headers.extend(clusters[0].2);
         json!({"cluster": clusters[0].0})
     } else {
         let weighted: Vec<Value> = clusters
             .iter()
-            .filter(|(_, w)| *w > 0)
-            .map(|(name, w)| json!({"name": name, "weight": w}))
+            .filter(|(_, w, _)| *w > 0)
+            .map(|(name, w, headers)| {
+                let mut cluster = json!({"name": name, "weight": w});
+                let mut lists = HeaderLists::default();
+                lists.extend(*headers);
+                lists.write(&mut cluster);
+                cluster
+            })
             .collect();
         json!({"weighted_clusters": {"clusters": weighted}})
     };
-    action["timeout"] = json!(http.timeout.clone().unwrap_or_else(|| "0s".into()));
+    action["timeout"] = json!(
+        http.timeout
+            .as_ref()
+            .map(|t| t.as_str().to_string())
+            .unwrap_or_else(|| "0s".into())
+    );
     // Istio's retry policy when the VirtualService sets none: 2 attempts on connection failures.
+    const RETRY_ON: &str =
+        "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
     let (attempts, per_try, retry_on) = match &http.retries {
         Some(r) => (
-            r.attempts,
-            r.per_try_timeout.clone(),
-            r.retry_on.clone().unwrap_or_else(|| {
-                "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes".into()
-            }),
+            r.attempts.unwrap_or(2),
+            r.per_try_timeout.as_ref().map(|t| t.as_str().to_string()),
+            r.retry_on.clone().unwrap_or_else(|| RETRY_ON.into()),
         ),
-        None => (
-            2,
-            None,
-            "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes".into(),
-        ),
+        None => (2, None, RETRY_ON.into()),
     };
     if attempts > 0 {
-        let mut policy =
-            json!({"retry_on": retry_on, "num_retries": attempts, "retriable_status_codes": [503]});
+        let mut policy = json!({"retry_on": retry_on, "num_retries": attempts});
         if let Some(t) = per_try {
             policy["per_try_timeout"] = json!(t);
         }
@@ -305,42 +306,97 @@ fn envoy_routes(
         .name
         .clone()
         .unwrap_or_else(|| format!("route-{index}"));
-    let matches: Vec<Value> = if http.matches.is_empty() {
+    let matches: Vec<Value> = if http.matches().is_empty() {
         vec![json!({"prefix": "/"})]
     } else {
-        http.matches.iter().map(route_match).collect()
+        http.matches().iter().map(route_match).collect()
     };
     Ok(matches
         .into_iter()
-        .map(|m| json!({"name": name, "match": m, "route": action}))
+        .map(|m| {
+            let mut route = json!({"name": name, "match": m, "route": action});
+            route_headers.write(&mut route);
+            route
+        })
         .collect())
 }
 
-fn route_match(m: &istio::HttpMatchRequest) -> Value {
-    let mut out = match &m.uri {
-        Some(StringMatch { exact: Some(p), .. }) => json!({"path": p}),
-        Some(StringMatch {
-            prefix: Some(p), ..
-        }) => json!({"prefix": p}),
-        Some(StringMatch { regex: Some(r), .. }) => {
-            json!({"safe_regex": {"regex": r}})
+/// Envoy's header lists of a route or a weighted cluster, from Istio's `Headers`: `set`
+/// overwrites, `add` appends, `remove` removes (request and response alike).
+#[derive(Default)]
+struct HeaderLists {
+    request_add: Vec<Value>,
+    request_remove: Vec<String>,
+    response_add: Vec<Value>,
+    response_remove: Vec<String>,
+}
+
+impl HeaderLists {
+    fn extend(&mut self, headers: Option<&Headers>) {
+        let Some(headers) = headers else { return };
+        let ops = |ops: &Option<HeaderOperations>,
+                   add: &mut Vec<Value>,
+                   remove: &mut Vec<String>| {
+            let Some(ops) = ops else { return };
+            for (k, v) in ops.set() {
+                add.push(json!({"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}));
+            }
+            for (k, v) in ops.add() {
+                add.push(json!({"header": {"key": k, "value": v}, "append_action": "APPEND_IF_EXISTS_OR_ADD"}));
+            }
+            remove.extend(ops.remove().iter().cloned());
+        };
+        ops(
+            &headers.request,
+            &mut self.request_add,
+            &mut self.request_remove,
+        );
+        ops(
+            &headers.response,
+            &mut self.response_add,
+            &mut self.response_remove,
+        );
+    }
+
+    fn write(&self, target: &mut Value) {
+        for (key, list) in [
+            ("request_headers_to_add", &self.request_add),
+            ("response_headers_to_add", &self.response_add),
+        ] {
+            if !list.is_empty() {
+                target[key] = json!(list);
+            }
         }
-        _ => json!({"prefix": "/"}),
+        for (key, list) in [
+            ("request_headers_to_remove", &self.request_remove),
+            ("response_headers_to_remove", &self.response_remove),
+        ] {
+            if !list.is_empty() {
+                target[key] = json!(list);
+            }
+        }
+    }
+}
+
+fn string_matcher(m: &istio::StringMatch) -> Value {
+    match m.match_type() {
+        Some(MatchType::Exact(v)) => json!({"exact": v}),
+        Some(MatchType::Prefix(v)) => json!({"prefix": v}),
+        Some(MatchType::Regex(v)) => json!({"safe_regex": {"regex": v}}),
+        None => json!({"prefix": ""}),
+    }
+}
+
+fn route_match(m: &istio::HttpMatchRequest) -> Value {
+    let mut out = match m.uri.as_ref().and_then(|u| u.match_type()) {
+        Some(MatchType::Exact(p)) => json!({"path": p}),
+        Some(MatchType::Prefix(p)) => json!({"prefix": p}),
+        Some(MatchType::Regex(r)) => json!({"safe_regex": {"regex": r}}),
+        None => json!({"prefix": "/"}),
     };
     let headers: Vec<Value> = m
-        .headers
-        .iter()
-        .map(|(name, sm)| {
-            let matcher = match sm {
-                StringMatch { exact: Some(v), .. } => json!({"exact": v}),
-                StringMatch {
-                    prefix: Some(v), ..
-                } => json!({"prefix": v}),
-                StringMatch { regex: Some(v), .. } => json!({"safe_regex": {"regex": v}}),
-                _ => json!({"prefix": ""}),
-            };
-            json!({"name": name, "string_match": matcher})
-        })
+        .headers()
+        .map(|(name, sm)| json!({"name": name, "string_match": string_matcher(sm)}))
         .collect();
     if !headers.is_empty() {
         out["headers"] = json!(headers);
@@ -380,21 +436,45 @@ mod tests {
         #[case] want: Value,
     ) {
         let r = routing();
-        let vs = r.with_weights(&weights(ga, canary));
+        let vs = r.staged(&weights(ga, canary), "s1").virtual_service;
         for entry in [EntryPoint::Ingress, EntryPoint::Mesh] {
             let dr = route_discovery_response(&r, &vs, entry, "7").unwrap();
             assert_eq!(dr["version_info"], "7");
             let rc = &dr["resources"][0];
             assert_eq!(rc["name"], route_config_name(&r, entry));
-            let action = &rc["virtual_hosts"][0]["routes"][0]["route"];
-            assert_eq!(action["weighted_clusters"], want["weighted_clusters"]);
+            let route = &rc["virtual_hosts"][0]["routes"][0];
+            let clusters: Vec<Value> = route["route"]["weighted_clusters"]["clusters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| json!({"name": c["name"], "weight": c["weight"]}))
+                .collect();
+            assert_eq!(json!(clusters), want["weighted_clusters"]["clusters"]);
+            // Each weighted cluster names its subset in the answer, as istiod renders the
+            // destination's `headers.response.set`; the route stamps the stage.
+            for c in route["route"]["weighted_clusters"]["clusters"]
+                .as_array()
+                .unwrap()
+            {
+                let subset = subset_of_cluster(c["name"].as_str().unwrap()).unwrap();
+                assert_eq!(
+                    c["response_headers_to_add"],
+                    json!([{"header": {"key": crate::routing::SUBSET_HEADER, "value": subset},
+                            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}])
+                );
+            }
+            assert_eq!(
+                route["response_headers_to_add"],
+                json!([{"header": {"key": crate::routing::STAGE_HEADER, "value": "s1"},
+                        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}])
+            );
         }
     }
 
     #[test]
     fn ingress_and_mesh_answer_their_own_hosts() {
         let r = routing();
-        let vs = r.with_weights(&weights(50, 50));
+        let vs = r.staged(&weights(50, 50), "s1").virtual_service;
         let ingress = route_discovery_response(&r, &vs, EntryPoint::Ingress, "1").unwrap();
         let domains = &ingress["resources"][0]["virtual_hosts"][0]["domains"];
         assert_eq!(

@@ -10,10 +10,11 @@ use async_trait::async_trait;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::istio::VirtualService;
 use crate::mesh::{Mesh, Planned};
-use crate::prober::{Batch, OnSample, Sample, Target};
-use crate::routing::{EntryPoint, Routing};
+use tokio_util::sync::CancellationToken;
+
+use crate::prober::{Probe, Sample, Sink, Target};
+use crate::routing::{EntryPoint, Routing, STAGE_HEADER, Staged};
 use crate::scenario::Weights;
 use crate::steps::{Action, Condition, Process, Section, Start, Step, Wait};
 
@@ -24,6 +25,8 @@ struct Routes {
     versions: Vec<(String, String)>,
     rng: Arc<Mutex<StdRng>>,
     delay: Duration,
+    /// The stage stamp answers carry: what the last apply set.
+    stamp: Arc<Mutex<String>>,
 }
 
 pub struct FakeMesh {
@@ -37,7 +40,7 @@ pub fn plan(routing: &Routing, delay: Duration, seed: u64) -> Planned {
     let versions: Vec<(String, String)> = routing
         .subsets
         .iter()
-        .map(|s| (s.name.clone(), s.version.clone()))
+        .map(|s| (s.name.clone(), s.backend_version().to_string()))
         .collect();
     let weights = versions
         .iter()
@@ -49,6 +52,7 @@ pub fn plan(routing: &Routing, delay: Duration, seed: u64) -> Planned {
             versions,
             rng: Arc::new(Mutex::new(StdRng::seed_from_u64(seed))),
             delay,
+            stamp: Arc::new(Mutex::new(String::new())),
         },
         entries: routing.entry_points(),
         executed: Vec::new(),
@@ -91,10 +95,17 @@ impl Target for FakeTarget {
         "the fake mesh".into()
     }
 
-    async fn collect(&self, batch: Batch, on_sample: OnSample<'_>) -> anyhow::Result<Vec<Sample>> {
+    async fn stream(
+        &self,
+        probe: &Probe,
+        stop: &CancellationToken,
+        sink: &Sink,
+    ) -> anyhow::Result<()> {
         let started = Instant::now();
-        let mut samples = Vec::new();
-        while (samples.len() as u64) < batch.want {
+        for seq in 0..probe.max_requests {
+            if stop.is_cancelled() {
+                break;
+            }
             if !self.routes.delay.is_zero() {
                 tokio::time::sleep(self.routes.delay).await;
             }
@@ -107,25 +118,36 @@ impl Target for FakeTarget {
                 .expect("rng")
                 .random_range(0..total.max(1));
             let mut acc = 0;
-            let mut version = None;
-            for (subset, v) in &self.routes.versions {
-                acc += weights.get(subset).copied().unwrap_or(0);
+            let mut subset = None;
+            for (name, _) in &self.routes.versions {
+                acc += weights.get(name).copied().unwrap_or(0);
                 if draw < acc {
-                    version = Some(v.clone());
+                    subset = Some(name.clone());
                     break;
                 }
             }
+            let reported = subset.as_ref().and_then(|s| {
+                self.routes
+                    .versions
+                    .iter()
+                    .find(|(n, _)| n == s)
+                    .map(|(_, v)| v.clone())
+            });
             let sample = Sample {
+                seq,
                 at_ms: started.elapsed().as_secs_f64() * 1e3,
                 latency_ms: 1.0,
-                version,
                 status: Some(200),
+                subset,
+                stamp: Some(self.routes.stamp.lock().expect("stamp").clone()),
+                reported,
                 error: None,
             };
-            on_sample(&sample);
-            samples.push(sample);
+            if sink.send(sample).is_err() {
+                break;
+            }
         }
-        Ok(samples)
+        Ok(())
     }
 }
 
@@ -160,14 +182,25 @@ impl Mesh for FakeMesh {
         self.entries.clone()
     }
 
-    async fn apply(&mut self, vs: &VirtualService) -> anyhow::Result<()> {
+    async fn apply(&mut self, staged: &Staged) -> anyhow::Result<()> {
         let mut weights = Weights::new();
-        for r in vs.spec.http.iter().flat_map(|h| &h.route) {
+        for r in staged
+            .virtual_service
+            .spec
+            .http()
+            .iter()
+            .flat_map(|h| h.route())
+        {
             if let Some(subset) = &r.destination.subset {
-                weights.insert(subset.clone(), r.weight.unwrap_or(0));
+                weights.insert(subset.clone(), r.weight.unwrap_or(0).max(0) as u32);
             }
         }
         *self.routes.weights.lock().expect("weights") = weights;
+        let stamp = staged.body["spec"]["http"][0]["headers"]["response"]["set"][STAGE_HEADER]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        *self.routes.stamp.lock().expect("stamp") = stamp;
         Ok(())
     }
 

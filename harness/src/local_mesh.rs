@@ -23,7 +23,7 @@ use crate::istio::VirtualService;
 use crate::mesh::{Mesh, Planned};
 use crate::prober::{HttpTarget, Target};
 use crate::process::ChildGuard;
-use crate::routing::{EntryPoint, Routing};
+use crate::routing::{EntryPoint, Routing, Staged};
 use crate::scenario::{BackendTuning, Weights};
 use crate::steps::{Action, Condition, FileKind, Open, Process, Section, Start, Step, Via, Wait};
 use crate::tools::envoy::EnvoySource;
@@ -135,7 +135,7 @@ pub fn plan(routing: &Routing, options: &LocalOptions) -> Planned {
                 process: Process::Backend {
                     subset: subset.name.clone(),
                 },
-                invocation: backend_invocation(options, &subset.name, &subset.version),
+                invocation: backend_invocation(options, &subset.name, subset.backend_version()),
                 log: work.join(format!("backend-{}.log", subset.name)),
             }),
         ));
@@ -210,11 +210,14 @@ fn stop_steps(mut started: Vec<Process>) -> Vec<Step> {
 }
 
 fn backend_invocation(options: &LocalOptions, subset: &str, version: &str) -> Invocation {
-    let tuning = options.backends.get(subset).copied().unwrap_or_default();
+    let tuning = options.backends.get(subset).cloned().unwrap_or_default();
     let mut args = options.backend_args.clone();
     args.extend([
         "--version".to_string(),
-        version.to_string(),
+        tuning
+            .version
+            .clone()
+            .unwrap_or_else(|| version.to_string()),
         "--port".into(),
         "0".into(),
         "--delay-ms".into(),
@@ -222,6 +225,9 @@ fn backend_invocation(options: &LocalOptions, subset: &str, version: &str) -> In
         "--error-rate".into(),
         tuning.error_rate.to_string(),
     ]);
+    if tuning.mode != crate::scenario::BackendMode::Podinfo {
+        args.extend(["--mode".to_string(), tuning.mode.as_str().to_string()]);
+    }
     Invocation::new(&options.backend_program, args)
 }
 
@@ -686,12 +692,12 @@ impl Mesh for LocalMesh {
         self.entries.clone()
     }
 
-    async fn apply(&mut self, virtual_service: &VirtualService) -> anyhow::Result<()> {
+    async fn apply(&mut self, staged: &Staged) -> anyhow::Result<()> {
         self.version += 1;
         write_routes(
             &self.routing,
             &self.entries,
-            virtual_service,
+            &staged.virtual_service,
             self.work_dir(),
             self.version,
         )

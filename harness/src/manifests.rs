@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::input_error::{InputError, InputErrors};
-use crate::istio::{self, DestinationRule, Gateway, ObjectMeta, VirtualService};
+use crate::istio::{self, DestinationRule, Gateway, VirtualService};
 
 /// One object and where it came from.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +30,16 @@ impl<T> Located<T> {
             value,
         }
     }
+}
+
+/// The metadata of a workload, as far as the harness reads it.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+pub struct ObjectMeta {
+    pub name: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// A Deployment, as far as the harness reads it.
@@ -139,7 +149,7 @@ impl Manifests {
                 Ok(docs) => {
                     for (document, value) in docs.into_iter().enumerate() {
                         if let Err(e) = manifests.add(&file, document, value) {
-                            errors.push(e);
+                            errors.extend(e);
                         }
                     }
                 }
@@ -158,58 +168,79 @@ impl Manifests {
         file: &Path,
         document: usize,
         value: serde_json::Value,
-    ) -> Result<(), InputError> {
+    ) -> Result<(), Vec<InputError>> {
         let api_version = value["apiVersion"].as_str().unwrap_or_default().to_string();
         let kind = value["kind"].as_str().unwrap_or_default().to_string();
-        if api_version.is_empty() || kind.is_empty() {
-            return Err(InputError::new(
+        let one = |field: &str, problem: String, fix: String| {
+            vec![InputError::new(
                 file,
-                doc_field(document, "kind"),
-                "the document has no `apiVersion` and `kind`",
-                "every manifest document must be a Kubernetes object with apiVersion and kind",
+                doc_field(document, field),
+                problem,
+                fix,
+            )]
+        };
+        if api_version.is_empty() || kind.is_empty() {
+            return Err(one(
+                "kind",
+                "the document has no `apiVersion` and `kind`".into(),
+                "every manifest document must be a Kubernetes object with apiVersion and kind"
+                    .into(),
             ));
         }
+        // Istio's problems, each with its field path and fix, located in this file and document.
+        let located = |problems: Vec<istio::Problem>| -> Vec<InputError> {
+            problems
+                .into_iter()
+                .map(|p| {
+                    InputError::new(
+                        file,
+                        doc_field(document, &p.field),
+                        format!("{kind}: {}", p.problem),
+                        p.fix,
+                    )
+                })
+                .collect()
+        };
         if api_version.starts_with("networking.istio.io/") {
             if !istio::SERVED_VERSIONS.contains(&api_version.as_str()) {
-                return Err(InputError::new(
-                    file,
-                    doc_field(document, "apiVersion"),
-                    format!("`{api_version}` is not served by Istio 1.30"),
+                return Err(one(
+                    "apiVersion",
+                    format!("`{api_version}` is not served by Istio 1.31"),
                     format!("use `apiVersion: {}`", istio::API_VERSION),
                 ));
             }
             match kind.as_str() {
                 "VirtualService" => {
-                    let vs = typed(file, document, &kind, &value)?;
+                    let vs = istio::parse_virtual_service(&value).map_err(located)?;
                     self.virtual_services.push(Located::new(file, document, vs));
                 }
                 "DestinationRule" => {
-                    let dr = typed(file, document, &kind, &value)?;
+                    let dr = istio::parse_destination_rule(&value).map_err(located)?;
                     self.destination_rules
                         .push(Located::new(file, document, dr));
                 }
                 "Gateway" => {
-                    let gw = typed(file, document, &kind, &value)?;
+                    let gw = istio::parse_gateway(&value).map_err(located)?;
                     self.gateways.push(Located::new(file, document, gw));
                 }
                 _ => {}
             }
         } else if api_version.starts_with("config.istio.io/") && kind == "RouteRule" {
-            return Err(InputError::new(
-                file,
-                doc_field(document, "kind"),
-                "RouteRule (config.istio.io/v1alpha2) was removed in Istio 0.8",
+            return Err(one(
+                "kind",
+                "RouteRule (config.istio.io/v1alpha2) was removed in Istio 0.8".into(),
                 "write a VirtualService (routes and weights) and a DestinationRule (subsets) \
-                 in networking.istio.io/v1, like manifests/virtual-service.yaml",
+                 in networking.istio.io/v1, like manifests/virtual-service.yaml"
+                    .into(),
             ));
         } else {
             match (api_version.as_str(), kind.as_str()) {
                 ("apps/v1", "Deployment") => {
-                    let d = lenient(file, document, &kind, &value)?;
+                    let d = lenient(file, document, &kind, &value).map_err(|e| vec![e])?;
                     self.deployments.push(Located::new(file, document, d));
                 }
                 ("v1", "Service") => {
-                    let s = lenient(file, document, &kind, &value)?;
+                    let s = lenient(file, document, &kind, &value).map_err(|e| vec![e])?;
                     self.services.push(Located::new(file, document, s));
                 }
                 _ => {}
@@ -223,6 +254,14 @@ impl Manifests {
         self.virtual_services
             .iter()
             .find(|v| v.value.metadata.name == name)
+    }
+
+    /// The object as written in its file (every field kept).
+    pub fn raw<T>(&self, located: &Located<T>) -> Option<&serde_json::Value> {
+        self.objects
+            .iter()
+            .find(|o| o.file == located.file && o.document == located.document)
+            .map(|o| &o.value)
     }
 }
 
@@ -255,26 +294,6 @@ fn doc_field(document: usize, field: &str) -> String {
     }
 }
 
-/// Strict parse of an Istio resource: the error names the field path and how to mend it.
-fn typed<T: DeserializeOwned>(
-    file: &Path,
-    document: usize,
-    kind: &str,
-    value: &serde_json::Value,
-) -> Result<T, InputError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        let (field, fix) = explain(kind, &path, &inner);
-        InputError::new(
-            file,
-            doc_field(document, &field),
-            format!("{kind}: {inner}"),
-            fix,
-        )
-    })
-}
-
 /// Lenient parse of a Kubernetes workload: only the fields the harness reads must be right.
 fn lenient<T: DeserializeOwned>(
     file: &Path,
@@ -291,27 +310,6 @@ fn lenient<T: DeserializeOwned>(
             format!("give the {kind} a valid `{path}`"),
         )
     })
-}
-
-/// Turns serde's "unknown field" into the full field path and a fix that fits it.
-fn explain(kind: &str, path: &str, message: &str) -> (String, String) {
-    let Some((name, field)) = crate::input_error::unknown_field(path, message) else {
-        return (
-            path.to_string(),
-            format!("give `{path}` a value of the type the {kind} schema of Istio 1.30 expects"),
-        );
-    };
-    let fix = if name == "name" && field.ends_with("destination.name") {
-        "rename `name` to `host` (Istio renamed it before 0.8), e.g. \
-         `host: podinfo.test.svc.cluster.local`"
-            .to_string()
-    } else {
-        format!(
-            "remove or rename `{name}`: it is not a field of {kind} in networking.istio.io/v1 \
-             as the harness models it ({message})"
-        )
-    };
-    (field, fix)
 }
 
 #[cfg(test)]
@@ -338,7 +336,7 @@ mod tests {
         assert_eq!(m.objects.len(), 7);
         let vs = &m.virtual_service("podinfo").unwrap().value;
         assert_eq!(vs.api_version, istio::API_VERSION);
-        assert!(vs.spec.gateways.contains(&"mesh".to_string()));
+        assert!(vs.spec.gateways().contains(&"mesh".to_string()));
         let svc = &m.services[0].value;
         assert_eq!(svc.spec.ports[0].name.as_deref(), Some("http"));
         assert_eq!(svc.spec.ports[0].port, 9898);
@@ -378,9 +376,9 @@ mod tests {
     #[case::no_kind("metadata:\n  name: r\n", "kind", "no `apiVersion`")]
     #[case::bad_yaml("a: [1, 2\n", "", "not valid YAML")]
     #[case::second_document(
-        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: test\n---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata:\n  name: g\nspec:\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ['*']\n    bind: 1.2.3.4\n",
-        "(document 2) spec.servers[0].bind",
-        "unknown field `bind`"
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: test\n---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata:\n  name: g\nspec:\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ['*']\n    bnid: 1.2.3.4\n",
+        "(document 2) spec.servers[0].bnid",
+        "unknown field `bnid`"
     )]
     fn bad_manifests_are_explained(#[case] text: &str, #[case] field: &str, #[case] problem: &str) {
         let dir = tempfile::tempdir().unwrap();

@@ -12,9 +12,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::istio::VirtualService;
 use crate::prober::Target;
-use crate::routing::EntryPoint;
+use crate::routing::{EntryPoint, Staged};
 use crate::scenario::Weights;
 use crate::steps::Step;
 
@@ -34,7 +33,7 @@ pub trait Mesh: Send {
     fn entry_points(&self) -> Vec<EntryPoint>;
 
     /// Applies the VirtualService of a stage.
-    async fn apply(&mut self, virtual_service: &VirtualService) -> anyhow::Result<()>;
+    async fn apply(&mut self, staged: &Staged) -> anyhow::Result<()>;
 
     /// Waits, at most `timeout`, until every entry point's proxy routes with `weights`; on
     /// giving up, the error says what the proxies last reported.

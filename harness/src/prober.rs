@@ -1,25 +1,43 @@
-//! Sends real requests to an entry point and records, for each, who answered and how.
+//! Sends real requests to an entry point and streams, for each, who answered and how.
 //!
-//! A [`Target`] is anything that can deliver a batch of requests: an HTTP address (the local
-//! mesh, or a port-forward to Istio's gateway) or, on a cluster, a client pod inside the mesh.
-//! Failed requests are recorded as errors and never counted for either version.
+//! A [`Target`] is anything that can deliver requests: an HTTP address (the local mesh, or a
+//! port-forward to Istio's gateway) or, on a cluster, a client pod inside the mesh. It numbers
+//! requests in send order (`seq`) and hands every answer over as it arrives, until told to stop:
+//! the verdict reads them in that order and stops the batch as soon as it is decided.
+//!
+//! Which subset served an answer is read from the harness's own response header
+//! ([`SUBSET_HEADER`], which every destination of the staged VirtualService sets, on failed
+//! answers too), which route configuration served it from [`STAGE_HEADER`], and the version the
+//! app reports (if the scenario says where: a header or a JSON pointer) from the answer itself.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+
+use crate::routing::{STAGE_HEADER, SUBSET_HEADER};
+use crate::scenario::{Identify, TrafficClass};
 
 /// One request and its outcome.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
+    /// Send order within the batch, from 0: the verdict judges the first requests by it.
+    pub seq: u64,
     /// When the answer came, in milliseconds since the batch started.
     pub at_ms: f64,
     pub latency_ms: f64,
-    /// The version the answer reports, also on error answers that carry one.
-    pub version: Option<String>,
     pub status: Option<u16>,
-    /// Why the request counts as failed; `None` for a good answer.
+    /// The subset that served it ([`SUBSET_HEADER`]); `None` when no route reached a subset.
+    pub subset: Option<String>,
+    /// The stage stamp of the route configuration that served it ([`STAGE_HEADER`]).
+    pub stamp: Option<String>,
+    /// The version the app itself reported, where the scenario says to look.
+    pub reported: Option<String>,
+    /// Why the request failed (an HTTP error status or a transport error); `None` if it did not.
     pub error: Option<String>,
 }
 
@@ -29,46 +47,59 @@ impl Sample {
     }
 }
 
-/// Reports each sample as it arrives (progress bars, live charts).
-pub type OnSample<'a> = &'a (dyn Fn(&Sample) + Send + Sync);
-
-/// How many requests a batch makes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Batch {
-    /// Good answers to collect.
-    pub want: u64,
-    /// Requests to send at most, failures included.
-    pub max_requests: u64,
+/// What to send and how much.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub class: Arc<TrafficClass>,
+    pub identify: Option<Identify>,
+    /// Requests in flight at once.
     pub concurrency: usize,
+    /// Requests to send at most.
+    pub max_requests: u64,
 }
+
+/// Where each answer goes, as it arrives.
+pub type Sink = UnboundedSender<Sample>;
 
 #[async_trait]
 pub trait Target: Send + Sync {
     /// Where requests go, for logs and reports.
     fn describe(&self) -> String;
-    /// Sends requests until `batch.want` good answers or `batch.max_requests` requests.
-    async fn collect(&self, batch: Batch, on_sample: OnSample<'_>) -> anyhow::Result<Vec<Sample>>;
+    /// Sends requests numbered in send order until `stop` is cancelled or `probe.max_requests`
+    /// were sent, delivering each answer to `sink`; returns once every request sent has
+    /// answered (or failed).
+    async fn stream(
+        &self,
+        probe: &Probe,
+        stop: &CancellationToken,
+        sink: &Sink,
+    ) -> anyhow::Result<()>;
 }
 
-/// Classifies one HTTP answer of podinfo's `/`.
-pub fn classify(status: u16, body: &[u8]) -> (Option<String>, Option<String>) {
-    let version = serde_json::from_slice::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| v["version"].as_str().map(str::to_string));
-    let error = if !(200..300).contains(&status) {
-        Some(format!("HTTP {status}"))
-    } else if version.is_none() {
-        Some("answer without a version".to_string())
-    } else {
-        None
-    };
-    (version, error)
+/// The version an answer reports, from a header value or the body, as `identify` says.
+pub fn reported_version(identify: &Identify, header: Option<&str>, body: &[u8]) -> Option<String> {
+    match identify {
+        Identify::Header(_) => header.map(str::to_string),
+        Identify::Json(pointer) => {
+            let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+            match value.pointer(pointer)? {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Null => None,
+                other => Some(other.to_string()),
+            }
+        }
+    }
+}
+
+/// An HTTP status the prober counts as a failed request.
+pub fn failed_status(status: u16) -> Option<String> {
+    (!(200..400).contains(&status)).then(|| format!("HTTP {status}"))
 }
 
 /// Requests over HTTP to an address, with the Host header a client of the entry point sends.
 pub struct HttpTarget {
     client: reqwest::Client,
-    url: String,
+    base: String,
     authority: String,
 }
 
@@ -78,43 +109,73 @@ impl HttpTarget {
         let client = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(15))
-            .pool_max_idle_per_host(64)
+            .pool_max_idle_per_host(256)
             .build()?;
         Ok(Self {
             client,
-            url: format!("{}/", base.trim_end_matches('/')),
+            base: base.trim_end_matches('/').to_string(),
             authority: authority.to_string(),
         })
     }
 
-    async fn one(&self, started: Instant) -> Sample {
+    /// One request of the probe's class, numbered `seq`.
+    pub async fn one(&self, probe: &Probe, seq: u64, started: Instant) -> Sample {
+        let class = &probe.class;
         let t0 = Instant::now();
-        let result = self
+        let method =
+            reqwest::Method::from_bytes(class.method.as_bytes()).unwrap_or(reqwest::Method::GET);
+        let mut request = self
             .client
-            .get(&self.url)
-            .header(reqwest::header::HOST, &self.authority)
-            .send()
-            .await;
-        let (status, version, error) = match result {
+            .request(method, format!("{}{}", self.base, class.path))
+            .header(reqwest::header::HOST, &self.authority);
+        for (k, v) in &class.headers {
+            request = request.header(k, v);
+        }
+        if let Some(cookie) = class.cookie_header() {
+            request = request.header(reqwest::header::COOKIE, cookie);
+        }
+        let mut sample = Sample {
+            seq,
+            at_ms: 0.0,
+            latency_ms: 0.0,
+            status: None,
+            subset: None,
+            stamp: None,
+            reported: None,
+            error: None,
+        };
+        match request.send().await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
+                let header = |name: &str| {
+                    resp.headers()
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string)
+                };
+                sample.status = Some(status);
+                sample.subset = header(SUBSET_HEADER);
+                sample.stamp = header(STAGE_HEADER);
+                let identify_header = match &probe.identify {
+                    Some(Identify::Header(name)) => header(name),
+                    _ => None,
+                };
+                sample.error = failed_status(status);
                 match resp.bytes().await {
                     Ok(body) => {
-                        let (version, error) = classify(status, &body);
-                        (Some(status), version, error)
+                        sample.reported = probe
+                            .identify
+                            .as_ref()
+                            .and_then(|i| reported_version(i, identify_header.as_deref(), &body));
                     }
-                    Err(e) => (Some(status), None, Some(format!("reading the body: {e}"))),
+                    Err(e) => sample.error = Some(format!("reading the body: {e}")),
                 }
             }
-            Err(e) => (None, None, Some(transport_error(&e))),
-        };
-        Sample {
-            at_ms: started.elapsed().as_secs_f64() * 1e3,
-            latency_ms: t0.elapsed().as_secs_f64() * 1e3,
-            version,
-            status,
-            error,
+            Err(e) => sample.error = Some(transport_error(&e)),
         }
+        sample.at_ms = started.elapsed().as_secs_f64() * 1e3;
+        sample.latency_ms = t0.elapsed().as_secs_f64() * 1e3;
+        sample
     }
 }
 
@@ -131,40 +192,37 @@ fn transport_error(e: &reqwest::Error) -> String {
 #[async_trait]
 impl Target for HttpTarget {
     fn describe(&self) -> String {
-        format!("{} (Host: {})", self.url, self.authority)
+        format!("{}/ (Host: {})", self.base, self.authority)
     }
 
-    async fn collect(&self, batch: Batch, on_sample: OnSample<'_>) -> anyhow::Result<Vec<Sample>> {
+    async fn stream(
+        &self,
+        probe: &Probe,
+        stop: &CancellationToken,
+        sink: &Sink,
+    ) -> anyhow::Result<()> {
         let started = Instant::now();
-        // Tickets: a worker takes one per request; a failed request gives its ticket back,
-        // so the batch ends with exactly `want` good answers unless it runs out of requests.
-        let tickets = AtomicU64::new(batch.want);
-        let sent = AtomicU64::new(0);
-        let samples = std::sync::Mutex::new(Vec::with_capacity(batch.want as usize));
+        // A worker takes the next number when it sends: numbers follow send order, and which
+        // requests a verdict judges is fixed before their answers are known.
+        let next = AtomicU64::new(0);
         let worker = || async {
             loop {
-                if tickets
-                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |t| t.checked_sub(1))
-                    .is_err()
-                {
+                if stop.is_cancelled() {
                     break;
                 }
-                if sent.fetch_add(1, Ordering::SeqCst) >= batch.max_requests {
+                let seq = next.fetch_add(1, Ordering::SeqCst);
+                if seq >= probe.max_requests {
                     break;
                 }
-                let sample = self.one(started).await;
-                if !sample.is_ok() {
-                    tickets.fetch_add(1, Ordering::SeqCst);
+                let sample = self.one(probe, seq, started).await;
+                if sink.send(sample).is_err() {
+                    break;
                 }
-                on_sample(&sample);
-                samples.lock().expect("samples lock").push(sample);
             }
         };
-        let workers: Vec<_> = (0..batch.concurrency.max(1)).map(|_| worker()).collect();
+        let workers: Vec<_> = (0..probe.concurrency.max(1)).map(|_| worker()).collect();
         futures::future::join_all(workers).await;
-        let mut samples = samples.into_inner().expect("samples lock");
-        samples.sort_by(|a, b| a.at_ms.total_cmp(&b.at_ms));
-        Ok(samples)
+        Ok(())
     }
 }
 
@@ -175,19 +233,27 @@ mod tests {
     use rstest::rstest;
 
     #[rstest]
-    #[case(200, br#"{"version":"6.14.1"}"#.as_slice(), Some("6.14.1"), false)]
-    #[case(500, br#"{"error":"injected","version":"6.14.1"}"#.as_slice(), Some("6.14.1"), true)]
-    #[case(200, b"<html>".as_slice(), None, true)]
-    #[case(503, b"no healthy upstream".as_slice(), None, true)]
-    fn classifies_answers(
-        #[case] status: u16,
+    #[case(Identify::Json("/version".into()), None, br#"{"version":"6.14.1"}"#.as_slice(), Some("6.14.1"))]
+    #[case(Identify::Json("/build/tag".into()), None, br#"{"build":{"tag":7}}"#.as_slice(), Some("7"))]
+    #[case(Identify::Json("/version".into()), None, b"<html>".as_slice(), None)]
+    #[case(Identify::Header("x-version".into()), Some("2.0"), b"".as_slice(), Some("2.0"))]
+    #[case(Identify::Header("x-version".into()), None, br#"{"version":"1"}"#.as_slice(), None)]
+    fn versions_are_read_where_the_scenario_says(
+        #[case] identify: Identify,
+        #[case] header: Option<&str>,
         #[case] body: &[u8],
-        #[case] version: Option<&str>,
-        #[case] is_error: bool,
+        #[case] want: Option<&str>,
     ) {
-        let (v, e) = classify(status, body);
-        assert_eq!(v.as_deref(), version);
-        assert_eq!(e.is_some(), is_error);
+        assert_eq!(reported_version(&identify, header, body).as_deref(), want);
+    }
+
+    #[rstest]
+    #[case(200, None)]
+    #[case(302, None)]
+    #[case(404, Some("HTTP 404"))]
+    #[case(503, Some("HTTP 503"))]
+    fn statuses(#[case] status: u16, #[case] want: Option<&str>) {
+        assert_eq!(failed_status(status).as_deref(), want);
     }
 
     async fn start(config: BackendConfig) -> (String, tokio::sync::oneshot::Sender<()>) {
@@ -200,45 +266,64 @@ mod tests {
         (format!("http://{addr}"), tx)
     }
 
-    #[tokio::test]
-    async fn collects_exactly_the_wanted_good_answers() {
-        let (url, _stop) = start(BackendConfig::new("1.2.3")).await;
-        let target = HttpTarget::new(&url, "podinfo.test:9898").unwrap();
-        let seen = AtomicU64::new(0);
-        let batch = Batch {
-            want: 57,
-            max_requests: 100,
-            concurrency: 5,
-        };
-        let samples = target
-            .collect(batch, &|_| {
-                seen.fetch_add(1, Ordering::SeqCst);
-            })
-            .await
-            .unwrap();
-        assert_eq!(samples.len(), 57);
-        assert_eq!(seen.load(Ordering::SeqCst), 57);
-        assert!(
-            samples
-                .iter()
-                .all(|s| s.version.as_deref() == Some("1.2.3") && s.is_ok())
-        );
-        assert!(samples.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
+    fn probe(max: u64, concurrency: usize) -> Probe {
+        Probe {
+            class: Arc::new(TrafficClass::default_class()),
+            identify: Some(Identify::Json("/version".into())),
+            concurrency,
+            max_requests: max,
+        }
+    }
+
+    async fn collect(target: &HttpTarget, probe: &Probe, stop: &CancellationToken) -> Vec<Sample> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        target.stream(probe, stop, &tx).await.unwrap();
+        drop(tx);
+        let mut out = Vec::new();
+        while let Some(s) = rx.recv().await {
+            out.push(s);
+        }
+        out
     }
 
     #[tokio::test]
-    async fn failures_are_retried_within_the_request_budget() {
+    async fn streams_numbered_answers_up_to_the_maximum() {
+        let (url, _stop) = start(BackendConfig::new("1.2.3")).await;
+        let target = HttpTarget::new(&url, "podinfo.test:9898").unwrap();
+        let mut samples = collect(&target, &probe(57, 5), &CancellationToken::new()).await;
+        samples.sort_by_key(|s| s.seq);
+        let seqs: Vec<u64> = samples.iter().map(|s| s.seq).collect();
+        assert_eq!(seqs, (0..57).collect::<Vec<_>>());
+        assert!(
+            samples
+                .iter()
+                .all(|s| s.reported.as_deref() == Some("1.2.3") && s.is_ok())
+        );
+        // Straight to a backend: no mesh added the harness's headers.
+        assert!(
+            samples
+                .iter()
+                .all(|s| s.subset.is_none() && s.stamp.is_none())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stop_ends_the_stream_early() {
+        let (url, _stop) = start(BackendConfig::new("1.2.3")).await;
+        let target = HttpTarget::new(&url, "x").unwrap();
+        let stop = CancellationToken::new();
+        stop.cancel();
+        assert!(collect(&target, &probe(1000, 4), &stop).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn failed_answers_keep_what_they_tell() {
         let mut config = BackendConfig::new("9.9.9");
         config.error_rate = 1.0;
         let (url, _stop) = start(config).await;
         let target = HttpTarget::new(&url, "x").unwrap();
-        let batch = Batch {
-            want: 10,
-            max_requests: 30,
-            concurrency: 3,
-        };
-        let samples = target.collect(batch, &|_| {}).await.unwrap();
-        assert_eq!(samples.len(), 30);
+        let samples = collect(&target, &probe(10, 3), &CancellationToken::new()).await;
+        assert_eq!(samples.len(), 10);
         assert!(
             samples
                 .iter()
@@ -247,7 +332,7 @@ mod tests {
         assert!(
             samples
                 .iter()
-                .all(|s| s.version.as_deref() == Some("9.9.9"))
+                .all(|s| s.reported.as_deref() == Some("9.9.9"))
         );
     }
 
@@ -257,12 +342,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         drop(listener);
         let target = HttpTarget::new(&format!("http://{addr}"), "x").unwrap();
-        let batch = Batch {
-            want: 2,
-            max_requests: 2,
-            concurrency: 1,
-        };
-        let samples = target.collect(batch, &|_| {}).await.unwrap();
+        let samples = collect(&target, &probe(2, 1), &CancellationToken::new()).await;
         assert_eq!(samples.len(), 2);
         assert!(samples.iter().all(|s| s.status.is_none() && !s.is_ok()));
     }

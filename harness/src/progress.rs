@@ -8,19 +8,22 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use crate::istio::VirtualService;
 use crate::prober::Sample;
 use crate::report::EntryReport;
 use crate::routing::EntryPoint;
+use crate::routing::Staged;
 use crate::run::Observer;
 use crate::scenario::Stage;
-use crate::stats::Plan;
 use crate::steps::Step;
+use crate::verdict::TestPlan;
+use std::collections::BTreeMap;
 
 #[derive(Default)]
 pub struct TerminalProgress {
     bars: MultiProgress,
     current: Mutex<Option<ProgressBar>>,
+    /// A bar per test being sampled (entry points are sampled at the same time).
+    sampling: Mutex<BTreeMap<(EntryPoint, String), ProgressBar>>,
 }
 
 impl TerminalProgress {
@@ -53,7 +56,7 @@ impl Observer for TerminalProgress {
         }
     }
 
-    fn stage_started(&self, stage: &Stage, _before: &VirtualService, _after: &VirtualService) {
+    fn stage_started(&self, stage: &Stage, _before: &Staged, _after: &Staged) {
         let bar = self.spinner(format!(
             "stage `{}`: waiting for the proxies to route with {:?}",
             stage.name, stage.weights
@@ -67,31 +70,43 @@ impl Observer for TerminalProgress {
         }
     }
 
-    fn sampling_started(&self, stage: &Stage, entry: EntryPoint, plan: &Plan) {
-        let bar = self.bars.add(ProgressBar::new(plan.requests));
+    fn sampling_started(&self, stage: &Stage, entry: EntryPoint, class: &str, plan: &TestPlan) {
+        let bar = self.bars.add(ProgressBar::new(plan.max_trials()));
         bar.set_style(
             ProgressStyle::with_template(
-                "{prefix:>28} [{bar:30}] {pos}/{len} answers {per_sec} {msg}",
+                "{prefix:>32} [{bar:30}] {pos}/{len} answers (at most) {per_sec} {msg}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
         );
-        bar.set_prefix(format!("{} · {entry}", stage.name));
-        *self.current.lock().expect("progress lock") = Some(bar);
+        bar.set_prefix(format!("{} · {entry} · {class}", stage.name));
+        self.sampling
+            .lock()
+            .expect("progress lock")
+            .insert((entry, class.to_string()), bar);
     }
 
-    fn sample(&self, _stage: &Stage, _entry: EntryPoint, sample: &Sample) {
-        if let Some(bar) = self.current.lock().expect("progress lock").as_ref() {
-            if sample.is_ok() {
-                bar.inc(1);
-            } else {
+    fn sample(&self, _stage: &Stage, entry: EntryPoint, class: &str, sample: &Sample) {
+        if let Some(bar) = self
+            .sampling
+            .lock()
+            .expect("progress lock")
+            .get(&(entry, class.to_string()))
+        {
+            bar.inc(1);
+            if !sample.is_ok() {
                 bar.set_message("(with errors)");
             }
         }
     }
 
     fn entry_done(&self, _stage: &Stage, result: &EntryReport) {
-        if let Some(bar) = self.current.lock().expect("progress lock").take() {
+        if let Some(bar) = self
+            .sampling
+            .lock()
+            .expect("progress lock")
+            .remove(&(result.entry, result.class.clone()))
+        {
             bar.finish_with_message(if result.passed { "pass" } else { "FAIL" });
         }
     }

@@ -13,8 +13,10 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::routing::EntryPoint;
+use crate::scenario::Design;
 use crate::scenario::Weights;
-use crate::stats::{Budget, Plan};
+use crate::stats::Budget;
+use crate::verdict::TestPlan;
 
 pub const REPORT_JSON: &str = "report.json";
 pub const RESULTS_JSONL: &str = "results.jsonl";
@@ -33,7 +35,10 @@ pub struct Report {
     /// set-up or a stage could not go on (exit 2).
     pub aborted: Option<String>,
     pub budget: Budget,
-    /// Tests the error budget α is split over (stages × entry points).
+    /// How split stages are decided.
+    #[serde(default)]
+    pub design: Design,
+    /// Tests the error budget α is split over: those that can fail a correct mesh.
     pub tests_in_run: usize,
     pub entry_points: Vec<EntryPoint>,
     /// Subsets in the order baseline, canary.
@@ -82,38 +87,58 @@ pub struct StageReport {
     pub expected_share: f64,
     /// Seconds from applying the weights until every proxy routed with them.
     pub converge_s: f64,
+    /// The stamp of this stage's route configuration in its answers.
+    #[serde(default)]
+    pub stamp: String,
     pub passed: bool,
     pub entries: Vec<EntryReport>,
 }
 
+/// One test: a stage's traffic class on one entry point.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EntryReport {
     pub stage: usize,
     pub stage_name: String,
     pub entry: EntryPoint,
+    /// The traffic class (`default` for a scenario that declares none).
+    pub class: String,
     /// Where the requests went.
     pub target: String,
     pub weights: Weights,
     pub expected_share: f64,
-    pub plan: Plan,
-    /// Requests sent, failures included.
+    pub plan: TestPlan,
+    /// Answers read in send order up to the verdict, stale and unroutable ones included.
     pub requests: u64,
-    /// Good answers per subset.
+    /// Routed answers of the current configuration that the verdict judged.
+    pub trials: u64,
+    /// Trials per subset, failed answers included.
     pub counts: BTreeMap<String, u64>,
-    /// Good answers from versions that are neither subset.
+    /// Answers whose subset header names neither subset.
     pub unexpected: BTreeMap<String, u64>,
+    /// Answers stamped by an older route configuration: left out.
+    pub stale: u64,
+    /// Answers that no route sent to a subset (or requests that never reached the proxy).
+    pub unroutable: u64,
+    /// Answers that came after the verdict was decided: not judged.
+    pub after_verdict: u64,
+    /// Failed requests of all kinds.
     pub errors: u64,
     pub error_kinds: BTreeMap<String, u64>,
-    /// Failed requests per subset, where the failed answer said which version gave it.
+    /// Failed trials per subset.
     #[serde(default)]
     pub errors_by_subset: BTreeMap<String, u64>,
     pub error_rate: f64,
+    /// Answers of a subset whose app reported another version than the subset's image tag.
+    #[serde(default)]
+    pub wrong_build: BTreeMap<String, BTreeMap<String, u64>>,
     pub observed_share: f64,
-    /// Clopper–Pearson interval of the canary share at 1 − α per test.
+    /// Clopper–Pearson at 1 − α per test, or the repeated interval of a sequential verdict.
     pub interval: (f64, f64),
     pub p_value: f64,
     /// Zero-leak stages that saw no leak: the leak rate ruled out at 1 − α per test.
     pub leak_bound: Option<f64>,
+    /// The look a sequential verdict stopped at, and how many looks it had.
+    pub look: Option<(usize, usize)>,
     pub passed: bool,
     pub reason: String,
     /// Latency of good answers per subset.

@@ -2,20 +2,28 @@
 //!
 //! Resolving checks everything a run relies on (the VirtualService and its route, the
 //! DestinationRule's subsets, the Deployments behind them, the Gateway) before anything starts.
-//! Setting a stage's weights is a pure function on the typed VirtualService.
+//! A stage's VirtualService ([`Routing::staged`]) is the manifest's own object, every field
+//! kept, with three things changed: the split route's weights, a header on every destination
+//! naming its subset (so any app's answer says which subset served it), and a header on every
+//! route naming the stage (so an answer from an older route configuration can be told apart).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 
 use crate::input_error::{InputError, InputErrors};
-use crate::istio::{self, Destination, HttpRouteDestination, PortSelector, VirtualService};
+use crate::istio::{self, VirtualService};
 use crate::manifests::{Located, Manifests};
 use crate::scenario::{Scenario, Weights};
 
 /// The name Istio gives the sidecars' implicit gateway.
 pub const MESH_GATEWAY: &str = "mesh";
+/// The response header the staged VirtualService adds per destination: the subset.
+pub const SUBSET_HEADER: &str = "x-canary-harness-subset";
+/// The response header the staged VirtualService adds per route: the stage's stamp.
+pub const STAGE_HEADER: &str = "x-canary-harness-stage";
 
 /// Where traffic enters the split.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -49,14 +57,24 @@ pub struct SubsetInfo {
     pub labels: BTreeMap<String, String>,
     pub deployment: String,
     pub image: String,
-    /// What podinfo reports in its answers: the image tag.
-    pub version: String,
+    /// The image's tag: the version an app that tells its version should report (`None`
+    /// when the image has no tag).
+    pub version: Option<String>,
+}
+
+impl SubsetInfo {
+    /// The version a local backend of this subset reports (its tag, or `untagged`).
+    pub fn backend_version(&self) -> &str {
+        self.version.as_deref().unwrap_or("untagged")
+    }
 }
 
 /// The VirtualService's binding to the ingress Gateway.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct GatewayBinding {
     pub name: String,
+    /// `namespace/name`, as route matches name gateways.
+    pub reference: String,
     pub port: u32,
     /// The host the prober asks for through the gateway.
     pub host: String,
@@ -66,6 +84,8 @@ pub struct GatewayBinding {
 pub struct Routing {
     pub manifests: Manifests,
     pub virtual_service: Located<VirtualService>,
+    /// The VirtualService as its file has it, every field kept: what stages change.
+    pub virtual_service_body: Value,
     /// Index of the HTTP route whose weights the stages set.
     pub route_index: usize,
     pub namespace: String,
@@ -76,6 +96,17 @@ pub struct Routing {
     pub subsets: [SubsetInfo; 2],
     pub gateway: Option<GatewayBinding>,
     pub mesh_bound: bool,
+}
+
+/// A stage's VirtualService: the body to apply (the manifest's object, changed only as the
+/// module's doc says) and the same, typed, for the local Envoy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Staged {
+    pub body: Value,
+    pub virtual_service: VirtualService,
+    pub weights: Weights,
+    /// The value of [`STAGE_HEADER`] in answers routed by this configuration.
+    pub stamp: String,
 }
 
 impl Routing {
@@ -113,6 +144,10 @@ impl Routing {
                     ),
                 )
             })?;
+        let body = manifests
+            .raw(&vs)
+            .cloned()
+            .expect("every typed object is among the objects");
         let vs_file = vs.file.clone();
         let vs_err = |field: &str, problem: String, fix: String| {
             InputErrors::from(InputError::new(&vs_file, field, problem, fix))
@@ -123,7 +158,7 @@ impl Routing {
             .namespace
             .clone()
             .unwrap_or_else(|| "default".into());
-        let http = &vs.value.spec.http;
+        let http = vs.value.spec.http();
         let route_index = match &scenario.route {
             Some(name) => http
                 .iter()
@@ -155,7 +190,7 @@ impl Routing {
             }
         };
         let route = &http[route_index];
-        let Some(first) = route.route.first() else {
+        let Some(first) = route.route().first() else {
             return Err(vs_err(
                 &format!("spec.http[{route_index}].route"),
                 "the route has no destinations".into(),
@@ -164,7 +199,7 @@ impl Routing {
         };
         let host = istio::qualify_host(&first.destination.host, &namespace);
         if let Some((i, other)) = route
-            .route
+            .route()
             .iter()
             .enumerate()
             .find(|(_, d)| istio::qualify_host(&d.destination.host, &namespace) != host)
@@ -178,10 +213,32 @@ impl Routing {
                 "split between subsets of one host".into(),
             ));
         }
+        for (i, r) in http.iter().enumerate() {
+            let sets = |h: &Option<istio::Headers>| {
+                h.as_ref()
+                    .and_then(|h| h.response.as_ref())
+                    .is_some_and(|r| {
+                        r.set().chain(r.add()).any(|(k, _)| {
+                            k.eq_ignore_ascii_case(SUBSET_HEADER)
+                                || k.eq_ignore_ascii_case(STAGE_HEADER)
+                        })
+                    })
+            };
+            let mine = sets(&r.headers) || r.route().iter().any(|d| sets(&d.headers));
+            if mine {
+                return Err(vs_err(
+                    &format!("spec.http[{i}]"),
+                    format!(
+                        "the route sets `{SUBSET_HEADER}` or `{STAGE_HEADER}`, the harness's own headers"
+                    ),
+                    "remove them from the route: the harness sets them on every stage".into(),
+                ));
+            }
+        }
         let port = route
-            .route
+            .route()
             .iter()
-            .find_map(|d| d.destination.port.map(|p| p.number))
+            .find_map(|d| d.destination.port.and_then(|p| p.number))
             .or_else(|| service_port(&manifests, &host))
             .ok_or_else(|| {
                 vs_err(
@@ -219,89 +276,103 @@ impl Routing {
             ("baseline", &scenario.baseline),
             ("canary", &scenario.canary),
         ] {
-            let subset = dr
-                .value
-                .spec
-                .subsets
-                .iter()
-                .find(|s| &s.name == name)
-                .ok_or_else(|| {
-                    err(
-                        field,
-                        format!(
-                            "unknown subset `{name}`: DestinationRule `{}` ({}) defines {}",
-                            dr.value.metadata.name,
-                            dr.file.display(),
-                            names(
-                                dr.value
-                                    .spec
-                                    .subsets
-                                    .iter()
-                                    .map(|s| s.name.clone())
-                                    .collect()
-                            )
-                        ),
-                        "name a subset of the DestinationRule, or add the subset there".into(),
-                    )
-                })?;
+            let subset = dr.value.spec.subset(name).ok_or_else(|| {
+                err(
+                    field,
+                    format!(
+                        "unknown subset `{name}`: DestinationRule `{}` ({}) defines {}",
+                        dr.value.metadata.name,
+                        dr.file.display(),
+                        names(
+                            dr.value
+                                .spec
+                                .subsets()
+                                .iter()
+                                .map(|s| s.name.clone())
+                                .collect()
+                        )
+                    ),
+                    "name a subset of the DestinationRule, or add the subset there".into(),
+                )
+            })?;
+            let labels = subset.labels.clone().unwrap_or_default();
             let deployment = manifests
                 .deployments
                 .iter()
                 .find(|d| {
-                    let labels = &d.value.spec.template.metadata.labels;
-                    !subset.labels.is_empty()
-                        && subset.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+                    let pod = &d.value.spec.template.metadata.labels;
+                    !labels.is_empty() && labels.iter().all(|(k, v)| pod.get(k) == Some(v))
                 })
                 .ok_or_else(|| {
                     InputErrors::from(InputError::new(
                         &dr.file,
                         format!("spec.subsets[{name}].labels"),
                         format!(
-                            "no Deployment's pods carry the labels of subset `{name}`: {:?}",
-                            subset.labels
+                            "no Deployment's pods carry the labels of subset `{name}`: {labels:?}"
                         ),
                         "label the pod template of the subset's Deployment with these labels",
                     ))
                 })?;
-            let container = &deployment.value.spec.template.spec.containers[..];
-            let Some(container) = container.first() else {
+            let Some(container) = deployment.value.spec.template.spec.containers.first() else {
                 return Err(InputErrors::from(InputError::new(
                     &deployment.file,
                     "spec.template.spec.containers",
                     "the Deployment has no containers",
-                    "add the podinfo container",
+                    "add the app's container",
                 )));
             };
-            let version = image_tag(&container.image).ok_or_else(|| {
-                InputErrors::from(InputError::new(
+            let version = image_tag(&container.image);
+            if version.is_none() && scenario.identify.is_some() {
+                return Err(InputErrors::from(InputError::new(
                     &deployment.file,
                     "spec.template.spec.containers[0].image",
                     format!(
-                        "`{}` has no tag, so the version it reports is unknown",
+                        "`{}` has no tag, so the version its answers must report is unknown",
                         container.image
                     ),
-                    "pin a released tag, e.g. ghcr.io/stefanprodan/podinfo:6.14.1",
-                ))
-            })?;
+                    "pin a released tag, e.g. ghcr.io/stefanprodan/podinfo:6.14.1, or drop `identify` from the scenario",
+                )));
+            }
             subsets.push(SubsetInfo {
                 name: name.clone(),
-                labels: subset.labels.clone(),
+                labels,
                 deployment: deployment.value.metadata.name.clone(),
                 image: container.image.clone(),
                 version,
             });
         }
-        if subsets[0].version == subsets[1].version {
+        if let Some((i, d)) = route.route().iter().enumerate().find(|(_, d)| {
+            d.destination
+                .subset
+                .as_deref()
+                .is_none_or(|s| s != scenario.baseline && s != scenario.canary)
+        }) {
+            return Err(vs_err(
+                &format!("spec.http[{route_index}].route[{i}].destination.subset"),
+                format!(
+                    "the split route sends traffic to {}, which is neither `{}` nor `{}`",
+                    d.destination
+                        .subset
+                        .as_deref()
+                        .map(|s| format!("subset `{s}`"))
+                        .unwrap_or_else(|| "the whole service (no subset)".into()),
+                    scenario.baseline,
+                    scenario.canary
+                ),
+                "split only between the scenario's baseline and canary subsets".into(),
+            ));
+        }
+        if scenario.identify.is_some() && subsets[0].version == subsets[1].version {
             return Err(err(
                 "canary",
                 format!(
-                    "both subsets run version {}, so answers cannot tell them apart",
-                    subsets[0].version
+                    "both subsets run version {}, so the versions their answers report cannot tell them apart",
+                    subsets[0].backend_version()
                 ),
-                "give the canary's Deployment another podinfo release".into(),
+                "give the canary's Deployment another release, or drop `identify` (the harness's own header tells the subsets apart)".into(),
             ));
         }
-        let gateways = &vs.value.spec.gateways;
+        let gateways = vs.value.spec.gateways();
         let mesh_bound = gateways.is_empty() || gateways.iter().any(|g| g == MESH_GATEWAY);
         let gateway = match gateways.iter().find(|g| *g != MESH_GATEWAY) {
             None => None,
@@ -311,6 +382,7 @@ impl Routing {
         Ok(Routing {
             manifests,
             virtual_service: vs,
+            virtual_service_body: body,
             route_index,
             namespace,
             host,
@@ -333,30 +405,65 @@ impl Routing {
         out
     }
 
-    /// The VirtualService with a stage's weights on the split route (pure).
-    pub fn with_weights(&self, weights: &Weights) -> VirtualService {
-        let mut vs = self.virtual_service.value.clone();
-        let route = &mut vs.spec.http[self.route_index];
-        let host = route.route[0].destination.host.clone();
-        route.route = self
-            .subsets
-            .iter()
-            .map(|s| HttpRouteDestination {
-                destination: Destination {
-                    host: host.clone(),
-                    subset: Some(s.name.clone()),
-                    port: Some(PortSelector { number: self.port }),
-                },
-                weight: Some(weights.get(&s.name).copied().unwrap_or(0)),
-            })
-            .collect();
-        vs
+    /// The VirtualService of a stage (pure): see the module's doc.
+    pub fn staged(&self, weights: &Weights, stamp: &str) -> Staged {
+        let mut body = self.virtual_service_body.clone();
+        let namespace = self.namespace.clone();
+        let host = self.host.clone();
+        let ours = |dest: &Value| -> Option<String> {
+            let d = &dest["destination"];
+            let h = istio::qualify_host(d["host"].as_str()?, &namespace);
+            let subset = d["subset"].as_str()?;
+            (h == host && self.subsets.iter().any(|s| s.name == subset)).then(|| subset.to_string())
+        };
+        if let Some(routes) = body["spec"]["http"].as_array_mut() {
+            for (i, route) in routes.iter_mut().enumerate() {
+                set_response_header(route, STAGE_HEADER, stamp);
+                if i == self.route_index {
+                    let dests = route["route"]
+                        .as_array_mut()
+                        .expect("the split has destinations");
+                    // A subset the manifests' split does not name gets a destination of its own.
+                    for s in &self.subsets {
+                        if !dests
+                            .iter()
+                            .any(|d| ours(d).as_deref() == Some(s.name.as_str()))
+                        {
+                            let mut copy = dests[0].clone();
+                            copy["destination"]["subset"] = json!(s.name);
+                            if let Some(h) = copy.as_object_mut() {
+                                h.remove("headers");
+                            }
+                            dests.push(copy);
+                        }
+                    }
+                    for d in dests.iter_mut() {
+                        if let Some(subset) = ours(d) {
+                            d["weight"] = json!(weights.get(&subset).copied().unwrap_or(0));
+                        }
+                    }
+                }
+                for d in route["route"].as_array_mut().into_iter().flatten() {
+                    if let Some(subset) = ours(d) {
+                        set_response_header(d, SUBSET_HEADER, &subset);
+                    }
+                }
+            }
+        }
+        let virtual_service = istio::parse_virtual_service(&body)
+            .expect("a staged VirtualService is as valid as the manifest's");
+        Staged {
+            body,
+            virtual_service,
+            weights: weights.clone(),
+            stamp: stamp.to_string(),
+        }
     }
 
     /// The weights of the split route as the manifests have it, per subset (a destination
     /// without a weight is the whole route, as Istio reads a single destination).
     pub fn manifest_weights(&self) -> Weights {
-        let route = &self.virtual_service.value.spec.http[self.route_index].route;
+        let route = self.virtual_service.value.spec.http()[self.route_index].route();
         let single = route.len() == 1;
         self.subsets
             .iter()
@@ -364,16 +471,16 @@ impl Routing {
                 let weight = route
                     .iter()
                     .filter(|d| d.destination.subset.as_deref() == Some(s.name.as_str()))
-                    .map(|d| d.weight.unwrap_or(if single { 100 } else { 0 }))
+                    .map(|d| d.weight.unwrap_or(if single { 100 } else { 0 }).max(0) as u32)
                     .sum();
                 (s.name.clone(), weight)
             })
             .collect()
     }
 
-    /// The subset whose workload reports `version`.
-    pub fn subset_of_version(&self, version: &str) -> Option<&SubsetInfo> {
-        self.subsets.iter().find(|s| s.version == version)
+    /// The subset of that name.
+    pub fn subset(&self, name: &str) -> Option<&SubsetInfo> {
+        self.subsets.iter().find(|s| s.name == name)
     }
 
     pub fn files(&self) -> Vec<PathBuf> {
@@ -386,6 +493,27 @@ impl Routing {
         files.dedup();
         files
     }
+}
+
+/// Sets `headers.response.set[name]` of a route or destination, keeping whatever else the
+/// user's headers say.
+fn set_response_header(object: &mut Value, name: &str, value: &str) {
+    let headers = object
+        .as_object_mut()
+        .expect("routes and destinations are objects")
+        .entry("headers")
+        .or_insert_with(|| json!({}));
+    let response = headers
+        .as_object_mut()
+        .expect("headers is an object")
+        .entry("response")
+        .or_insert_with(|| json!({}));
+    let set = response
+        .as_object_mut()
+        .expect("response is an object")
+        .entry("set")
+        .or_insert_with(|| json!({}));
+    set[name] = json!(value);
 }
 
 fn service_port(manifests: &Manifests, host: &str) -> Option<u32> {
@@ -437,7 +565,7 @@ fn bind_gateway(
     let server = gw
         .value
         .spec
-        .servers
+        .servers()
         .iter()
         .find(|s| s.port.protocol.eq_ignore_ascii_case("HTTP"))
         .ok_or_else(|| {
@@ -448,10 +576,8 @@ fn bind_gateway(
                 "add a server with `protocol: HTTP`".to_string(),
             ))
         })?;
-    let host = vs
-        .value
-        .spec
-        .hosts
+    let hosts = vs.value.spec.hosts();
+    let host = hosts
         .iter()
         .find(|h| server.hosts.iter().any(|pattern| host_matches(pattern, h)))
         .cloned()
@@ -460,14 +586,15 @@ fn bind_gateway(
                 &vs.file,
                 "spec.hosts",
                 format!(
-                    "none of the VirtualService's hosts {:?} is served by Gateway `{}` (hosts {:?})",
-                    vs.value.spec.hosts, gw.value.metadata.name, server.hosts
+                    "none of the VirtualService's hosts {hosts:?} is served by Gateway `{}` (hosts {:?})",
+                    gw.value.metadata.name, server.hosts
                 ),
                 "add a host that the Gateway serves to the VirtualService".to_string(),
             ))
         })?;
     Ok(GatewayBinding {
         name: gw.value.metadata.name.clone(),
+        reference: format!("{ns}/{name}"),
         port: server.port.number,
         host,
     })
@@ -507,42 +634,66 @@ mod tests {
         assert_eq!(r.subsets[0].name, "ga");
         assert_eq!(r.subsets[1].deployment, "podinfo-canary");
         assert_ne!(r.subsets[0].version, r.subsets[1].version);
+        assert_eq!(r.subsets[1].version.as_deref(), Some("6.14.1"));
         let gw = r.gateway.as_ref().unwrap();
         assert_eq!((gw.port, gw.host.as_str()), (80, "podinfo.example.com"));
         assert_eq!(
             r.entry_points(),
             vec![EntryPoint::Ingress, EntryPoint::Mesh]
         );
-        assert_eq!(
-            r.subset_of_version(&r.subsets[1].version).unwrap().name,
-            "canary"
-        );
+        assert_eq!(r.subset("canary").unwrap().deployment, "podinfo-canary");
     }
 
     #[rstest]
     #[case(&[("ga", 100), ("canary", 0)])]
     #[case(&[("ga", 90), ("canary", 10)])]
     #[case(&[("ga", 0), ("canary", 100)])]
-    fn with_weights_sets_only_the_split(#[case] w: &[(&str, u32)]) {
+    fn a_stage_sets_the_split_and_the_harness_headers_only(#[case] w: &[(&str, u32)]) {
         let (scenario, manifests) = tutorial();
         let r = Routing::resolve(&scenario, manifests).unwrap();
         let weights: Weights = w.iter().map(|(k, v)| (k.to_string(), *v)).collect();
-        let vs = r.with_weights(&weights);
-        let got: Vec<(String, u32)> = vs.spec.http[0]
-            .route
+        let staged = r.staged(&weights, "s7");
+        let route = &staged.body["spec"]["http"][0];
+        let got: Vec<(String, u64, String)> = route["route"]
+            .as_array()
+            .unwrap()
             .iter()
-            .map(|d| (d.destination.subset.clone().unwrap(), d.weight.unwrap()))
+            .map(|d| {
+                (
+                    d["destination"]["subset"].as_str().unwrap().to_string(),
+                    d["weight"].as_u64().unwrap(),
+                    d["headers"]["response"]["set"][SUBSET_HEADER]
+                        .as_str()
+                        .unwrap()
+                        .to_string(),
+                )
+            })
             .collect();
-        let want: Vec<(String, u32)> = vec![
-            ("ga".into(), weights["ga"]),
-            ("canary".into(), weights["canary"]),
-        ];
-        assert_eq!(got, want);
+        assert_eq!(
+            got,
+            vec![
+                ("ga".into(), u64::from(weights["ga"]), "ga".into()),
+                (
+                    "canary".into(),
+                    u64::from(weights["canary"]),
+                    "canary".into()
+                ),
+            ]
+        );
+        assert_eq!(route["headers"]["response"]["set"][STAGE_HEADER], "s7");
+        assert_eq!(staged.virtual_service.spec.http()[0].route().len(), 2);
         // Everything else stays as the manifest has it.
-        let mut before = r.virtual_service.value.clone();
-        let mut after = vs.clone();
-        before.spec.http[0].route.clear();
-        after.spec.http[0].route.clear();
+        let mut before = r.virtual_service_body.clone();
+        let mut after = staged.body.clone();
+        for v in [&mut before, &mut after] {
+            let route = &mut v["spec"]["http"][0];
+            route.as_object_mut().unwrap().remove("headers");
+            for d in route["route"].as_array_mut().unwrap() {
+                let d = d.as_object_mut().unwrap();
+                d.remove("weight");
+                d.remove("headers");
+            }
+        }
         assert_eq!(before, after);
     }
 

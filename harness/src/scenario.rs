@@ -37,7 +37,36 @@ struct ScenarioFile {
     #[serde(default)]
     concurrency: Option<usize>,
     #[serde(default)]
+    identify: Option<IdentifyFile>,
+    #[serde(default)]
+    classes: Option<Vec<ClassFile>>,
+    #[serde(default)]
     local: Option<LocalFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdentifyFile {
+    #[serde(default)]
+    header: Option<String>,
+    #[serde(default)]
+    json: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClassFile {
+    name: String,
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    cookies: BTreeMap<String, String>,
+    #[serde(default)]
+    expect: Option<Weights>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -47,6 +76,9 @@ struct StageFile {
     weights: Weights,
     #[serde(default)]
     expect: Option<Weights>,
+    /// What each traffic class expects at this stage, where it differs from the class's own.
+    #[serde(default)]
+    classes: BTreeMap<String, Weights>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -55,6 +87,10 @@ struct StatisticsFile {
     alpha: Option<f64>,
     beta: Option<f64>,
     delta: Option<f64>,
+    #[serde(default)]
+    design: Option<Design>,
+    #[serde(default)]
+    look_every: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -71,14 +107,102 @@ struct BackendTuningFile {
     delay_ms: u64,
     #[serde(default)]
     error_rate: f64,
+    #[serde(default)]
+    version: Option<String>,
+    #[serde(default)]
+    mode: Option<BackendMode>,
 }
 
-/// How a local backend of one subset misbehaves, to rehearse latency and error reports.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+/// How a local backend of one subset behaves, to rehearse latency, error and wrong-build
+/// reports, or to stand for an app that is not podinfo.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct BackendTuning {
     pub delay: Duration,
     pub error_rate: f64,
+    /// The version the backend reports instead of its image's tag (a wrong build).
+    pub version: Option<String>,
+    pub mode: BackendMode,
 }
+
+/// What app a local backend stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendMode {
+    /// podinfo: JSON bodies that carry the version.
+    #[default]
+    Podinfo,
+    /// An app that reports no version anywhere (agnhost netexec's plain text).
+    Plain,
+}
+
+impl BackendMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendMode::Podinfo => "podinfo",
+            BackendMode::Plain => "plain",
+        }
+    }
+}
+
+/// How a split is decided: looking as answers arrive, or once at a fixed number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Design {
+    #[default]
+    Sequential,
+    Fixed,
+}
+
+/// Where an answer says which version of the app gave it, besides the harness's own header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Identify {
+    /// A response header holding the version.
+    Header(String),
+    /// A JSON pointer into the body (`/version` for podinfo).
+    Json(String),
+}
+
+/// One kind of request the prober sends, measured as its own test.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrafficClass {
+    pub name: String,
+    pub path: String,
+    pub method: String,
+    pub headers: BTreeMap<String, String>,
+    pub cookies: BTreeMap<String, String>,
+    /// What this class expects at every stage that does not say otherwise; `None` follows the
+    /// stage's weights.
+    pub expect: Option<Weights>,
+}
+
+impl TrafficClass {
+    /// `GET /`, following the stage's weights: the only class of a scenario that declares none.
+    pub fn default_class() -> Self {
+        Self {
+            name: DEFAULT_CLASS.to_string(),
+            path: "/".into(),
+            method: "GET".into(),
+            headers: BTreeMap::new(),
+            cookies: BTreeMap::new(),
+            expect: None,
+        }
+    }
+
+    /// The `Cookie` header of the class, if it has cookies.
+    pub fn cookie_header(&self) -> Option<String> {
+        (!self.cookies.is_empty()).then(|| {
+            self.cookies
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+    }
+}
+
+/// The name of the class of a scenario that declares none.
+pub const DEFAULT_CLASS: &str = "default";
 
 /// One weight stage.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -89,17 +213,28 @@ pub struct Stage {
     pub weights: Weights,
     /// What the stage expects to observe; the weights unless the scenario says otherwise.
     pub expect: Weights,
+    /// What each traffic class expects at this stage (every class of the scenario is here).
+    pub class_expect: BTreeMap<String, Weights>,
 }
 
 impl Stage {
     /// The canary's expected share of answers, in [0, 1].
     pub fn expected_share(&self, canary: &str) -> f64 {
-        let total: u32 = self.expect.values().sum();
-        if total == 0 {
-            return 0.0;
-        }
-        f64::from(self.expect.get(canary).copied().unwrap_or(0)) / f64::from(total)
+        share(&self.expect, canary)
     }
+
+    /// The canary's expected share of a traffic class's answers, in [0, 1].
+    pub fn class_share(&self, class: &str, canary: &str) -> f64 {
+        share(self.class_expect.get(class).unwrap_or(&self.expect), canary)
+    }
+}
+
+fn share(weights: &Weights, canary: &str) -> f64 {
+    let total: u32 = weights.values().sum();
+    if total == 0 {
+        return 0.0;
+    }
+    f64::from(weights.get(canary).copied().unwrap_or(0)) / f64::from(total)
 }
 
 /// A checked scenario.
@@ -116,10 +251,18 @@ pub struct Scenario {
     pub canary: String,
     pub stages: Vec<Stage>,
     pub budget: Budget,
+    /// Sequential (the default) or fixed-n split verdicts.
+    pub design: Design,
+    /// Requests between two looks of a sequential verdict.
+    pub look_every: u64,
     /// Above this share of failed requests a stage fails, whatever its split.
     pub max_error_rate: f64,
     /// Requests in flight at once per entry point.
     pub concurrency: usize,
+    /// Where answers also say their version (checked against the subset's image tag).
+    pub identify: Option<Identify>,
+    /// The kinds of request each stage sends; one `default` class (`GET /`) if none declared.
+    pub classes: Vec<TrafficClass>,
     pub backends: BTreeMap<String, BackendTuning>,
 }
 
@@ -165,9 +308,24 @@ impl Scenario {
         check(path, file)
     }
 
-    /// The total number of tests of a run (stages × entry points) shares the error budget.
+    /// The tests that can fail a correct mesh, which share the run's α (Bonferroni): every
+    /// split test (a stage's class whose canary share is strictly between 0 and 1) on every
+    /// entry point. Zero-leak tests cannot fail a correct mesh and take none of it.
     pub fn tests_in_run(&self, entry_points: usize) -> usize {
-        self.stages.len() * entry_points
+        let splits: usize = self
+            .stages
+            .iter()
+            .map(|stage| {
+                self.classes
+                    .iter()
+                    .filter(|c| {
+                        let p = stage.class_share(&c.name, &self.canary);
+                        p > 0.0 && p < 1.0
+                    })
+                    .count()
+            })
+            .sum();
+        (splits * entry_points).max(1)
     }
 
     pub fn subsets(&self) -> [&str; 2] {
@@ -198,6 +356,69 @@ fn check(path: &Path, file: ScenarioFile) -> Result<Scenario, InputErrors> {
             "add at least one stage with `name` and `weights`".into(),
         );
     }
+    let classes = match &file.classes {
+        None => vec![TrafficClass::default_class()],
+        Some(list) => {
+            if list.is_empty() {
+                err(
+                    "classes".into(),
+                    "`classes` is empty".into(),
+                    "declare at least one class, or leave `classes` out to send `GET /`".into(),
+                );
+            }
+            let mut out: Vec<TrafficClass> = Vec::new();
+            for (i, c) in list.iter().enumerate() {
+                let at = format!("classes[{i}]");
+                if c.name.trim().is_empty() || out.iter().any(|o| o.name == c.name) {
+                    err(
+                        format!("{at}.name"),
+                        format!("class name `{}` is empty or not unique", c.name),
+                        "give every class its own name: reports use it".into(),
+                    );
+                }
+                let path = c.path.clone().unwrap_or_else(|| "/".into());
+                if !path.starts_with('/') {
+                    err(
+                        format!("{at}.path"),
+                        format!("`{path}` is not a path"),
+                        "start the path with `/`, e.g. `/api/info`".into(),
+                    );
+                }
+                let method = c
+                    .method
+                    .clone()
+                    .unwrap_or_else(|| "GET".into())
+                    .to_uppercase();
+                if !["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
+                    .contains(&method.as_str())
+                {
+                    err(
+                        format!("{at}.method"),
+                        format!("`{method}` is not an HTTP method the prober sends"),
+                        "use GET, HEAD, POST, PUT, DELETE, PATCH or OPTIONS".into(),
+                    );
+                }
+                for name in c.headers.keys() {
+                    if name.eq_ignore_ascii_case("host") || name.starts_with("x-canary-harness") {
+                        err(
+                            format!("{at}.headers.{name}"),
+                            format!("`{name}` is set by the harness"),
+                            "remove it: the harness sends each entry point's Host, and its own headers".into(),
+                        );
+                    }
+                }
+                out.push(TrafficClass {
+                    name: c.name.clone(),
+                    path,
+                    method,
+                    headers: c.headers.clone(),
+                    cookies: c.cookies.clone(),
+                    expect: c.expect.clone(),
+                });
+            }
+            out
+        }
+    };
     let mut stages = Vec::new();
     for (index, stage) in file.stages.iter().enumerate() {
         let at = format!("stages[{index}]");
@@ -216,10 +437,50 @@ fn check(path: &Path, file: ScenarioFile) -> Result<Scenario, InputErrors> {
             );
         }
         let mut weights_ok = true;
-        for (what, weights) in [
-            ("weights", Some(&stage.weights)),
-            ("expect", stage.expect.as_ref()),
-        ] {
+        let class_weights: Vec<(String, &Weights)> = stage
+            .classes
+            .iter()
+            .map(|(name, w)| (format!("classes.{name}"), w))
+            .collect();
+        for name in stage.classes.keys() {
+            if !classes.iter().any(|c| &c.name == name) {
+                weights_ok = false;
+                err(
+                    format!("{at}.classes.{name}"),
+                    format!("`{name}` is not a traffic class of the scenario"),
+                    format!(
+                        "name one of its classes: {}",
+                        classes
+                            .iter()
+                            .map(|c| c.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+            }
+        }
+        let scenario_classes: Vec<(String, &Weights)> = classes
+            .iter()
+            .filter_map(|c| {
+                c.expect
+                    .as_ref()
+                    .map(|w| (format!("classes.{}", c.name), w))
+            })
+            .collect();
+        let checks = [
+            ("weights".to_string(), Some(&stage.weights)),
+            ("expect".to_string(), stage.expect.as_ref()),
+        ]
+        .into_iter()
+        .chain(class_weights.iter().map(|(k, w)| (k.clone(), Some(*w))))
+        .chain(
+            // A class's own expectation is checked once, at the first stage.
+            scenario_classes
+                .iter()
+                .filter(|_| index == 0)
+                .map(|(k, w)| (k.clone(), Some(*w))),
+        );
+        for (what, weights) in checks {
             let Some(weights) = weights else { continue };
             for name in weights.keys() {
                 if !subsets.contains(&name.as_str()) {
@@ -266,11 +527,24 @@ fn check(path: &Path, file: ScenarioFile) -> Result<Scenario, InputErrors> {
                 .as_ref()
                 .map(complete)
                 .unwrap_or_else(|| weights.clone());
+            let class_expect = classes
+                .iter()
+                .map(|c| {
+                    let w = stage
+                        .classes
+                        .get(&c.name)
+                        .or(c.expect.as_ref())
+                        .map(complete)
+                        .unwrap_or_else(|| expect.clone());
+                    (c.name.clone(), w)
+                })
+                .collect();
             stages.push(Stage {
                 index,
                 name: stage.name.clone(),
                 weights,
                 expect,
+                class_expect,
             });
         }
     }
@@ -298,6 +572,38 @@ fn check(path: &Path, file: ScenarioFile) -> Result<Scenario, InputErrors> {
             "write it as a fraction, e.g. 0.01 for 1 %".into(),
         );
     }
+    let look_every = stats
+        .look_every
+        .unwrap_or(crate::sequential::DEFAULT_LOOK_EVERY);
+    if look_every == 0 {
+        err(
+            "statistics.look_every".into(),
+            "a look every 0 requests never decides".into(),
+            format!(
+                "use a positive number of requests, e.g. {}",
+                crate::sequential::DEFAULT_LOOK_EVERY
+            ),
+        );
+    }
+    let identify = match &file.identify {
+        None => None,
+        Some(IdentifyFile {
+            header: Some(h),
+            json: None,
+        }) if !h.trim().is_empty() => Some(Identify::Header(h.to_ascii_lowercase())),
+        Some(IdentifyFile {
+            header: None,
+            json: Some(p),
+        }) if p.starts_with('/') => Some(Identify::Json(p.clone())),
+        Some(_) => {
+            err(
+                "identify".into(),
+                "`identify` needs exactly one of `header` (a response header name) and `json` (a JSON pointer such as `/version`)".into(),
+                "write e.g. `identify: { json: /version }` for podinfo, or leave it out to attribute answers by the harness's header alone".into(),
+            );
+            None
+        }
+    };
     let concurrency = file.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
     if !(1..=256).contains(&concurrency) {
         err(
@@ -327,6 +633,8 @@ fn check(path: &Path, file: ScenarioFile) -> Result<Scenario, InputErrors> {
             BackendTuning {
                 delay: Duration::from_millis(tuning.delay_ms),
                 error_rate: tuning.error_rate,
+                version: tuning.version,
+                mode: tuning.mode.unwrap_or_default(),
             },
         );
     }
@@ -351,8 +659,12 @@ fn check(path: &Path, file: ScenarioFile) -> Result<Scenario, InputErrors> {
         canary: file.canary,
         stages,
         budget,
+        design: stats.design.unwrap_or_default(),
+        look_every,
         max_error_rate,
         concurrency,
+        identify,
+        classes,
         backends,
     })
 }

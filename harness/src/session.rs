@@ -54,6 +54,7 @@ pub struct Finished {
 pub struct Session<'a> {
     pub scenario: &'a Scenario,
     pub routing: &'a Routing,
+    pub plans: &'a run::TestPlans,
     pub options: &'a RunOptions,
     pub observer: &'a dyn Observer,
 }
@@ -107,6 +108,7 @@ impl Session<'_> {
             let walk = run::Walk {
                 scenario: self.scenario,
                 routing: self.routing,
+                plans: self.plans,
                 options: self.options,
                 observer: self.observer,
                 started,
@@ -379,6 +381,7 @@ mod tests {
         let finished = Session {
             scenario: &scenario,
             routing: &routing,
+            plans: &crate::run::plan_tests(&scenario, routing.entry_points().len()).unwrap(),
             options: &options,
             observer: &Quiet,
         }
@@ -423,6 +426,7 @@ mod tests {
         let finished = Session {
             scenario: &scenario,
             routing: &routing,
+            plans: &crate::run::plan_tests(&scenario, routing.entry_points().len()).unwrap(),
             options: &options,
             observer: &observer,
         }
@@ -455,6 +459,7 @@ mod tests {
         let finished = Session {
             scenario: &scenario,
             routing: &routing,
+            plans: &crate::run::plan_tests(&scenario, routing.entry_points().len()).unwrap(),
             options: &options,
             observer: &Quiet,
         }

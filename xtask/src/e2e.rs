@@ -13,7 +13,7 @@ use harness::mesh::Planned;
 use harness::progress::TerminalProgress;
 use harness::report;
 use harness::routing::Routing;
-use harness::run::Observer;
+use harness::run::{Observer, TestPlans};
 use harness::scenario::Scenario;
 use harness::session::{self, Outcome, Session};
 use harness::tools::envoy::EnvoySource;
@@ -38,6 +38,8 @@ pub struct Prepared {
     pub report_dir: PathBuf,
     /// Names what the run makes on a cluster (the mesh client pod).
     pub run_id: String,
+    /// The plan of every test, made before anything starts.
+    pub plans: TestPlans,
 }
 
 /// Loads and checks the scenario and its manifests: every input problem, nothing started.
@@ -52,6 +54,7 @@ pub fn prepare(walk: &WalkArgs, report_dir: Option<&Path>) -> anyhow::Result<Pre
     let scenario = Scenario::load(&path)?;
     let manifests = Manifests::load(&scenario.manifests)?;
     let routing = Routing::resolve(&scenario, manifests)?;
+    let plans = harness::run::plan_tests(&scenario, routing.entry_points().len())?;
     let report_dir = match report_dir {
         Some(d) => d.to_path_buf(),
         None => root
@@ -63,6 +66,7 @@ pub fn prepare(walk: &WalkArgs, report_dir: Option<&Path>) -> anyhow::Result<Pre
         routing,
         report_dir,
         run_id: session::new_run_id(),
+        plans,
     })
 }
 
@@ -104,6 +108,7 @@ pub fn drive(
         let finished = Session {
             scenario: &prepared.scenario,
             routing: &prepared.routing,
+            plans: &prepared.plans,
             options: &options,
             observer,
         }

@@ -153,6 +153,7 @@ async fn session(
     Session {
         scenario: &scenario,
         routing: &routing,
+        plans: &crate::run::plan_tests(&scenario, routing.entry_points().len()).unwrap(),
         options: &options,
         observer: &Quiet,
     }

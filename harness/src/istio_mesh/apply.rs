@@ -22,7 +22,6 @@ use serde_json::Value;
 
 use super::FIELD_MANAGER;
 use super::waits::{self, Check};
-use crate::istio::VirtualService;
 use crate::steps::ApplyHow;
 
 /// The patch parameters of a forced server-side apply (objects the harness manages).
@@ -226,12 +225,12 @@ pub fn crd_established(crd: Option<&CustomResourceDefinition>) -> Check<()> {
     }
 }
 
-/// The API resource of the VirtualService's own apiVersion (no discovery needed: the CRD's
+/// The API resource of a VirtualService's own apiVersion (no discovery needed: the CRD's
 /// plural is fixed).
-pub fn virtual_service_resource(vs: &VirtualService) -> ApiResource {
-    let (group, version) = vs
-        .api_version
-        .split_once('/')
+pub fn virtual_service_resource(body: &Value) -> ApiResource {
+    let (group, version) = body["apiVersion"]
+        .as_str()
+        .and_then(|v| v.split_once('/'))
         .unwrap_or(("networking.istio.io", "v1"));
     ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk(group, version, "VirtualService"),
@@ -239,23 +238,18 @@ pub fn virtual_service_resource(vs: &VirtualService) -> ApiResource {
     )
 }
 
-/// Server-side applies a stage's VirtualService (the typed struct, serialized as is).
-pub async fn apply_virtual_service(client: &Client, vs: &VirtualService) -> anyhow::Result<()> {
-    let resource = virtual_service_resource(vs);
-    let ns = vs.metadata.namespace.as_deref().unwrap_or("default");
+/// Server-side applies a stage's VirtualService: the manifest's object with the stage's
+/// changes, every field of the user's kept (the same field manager owns them all).
+pub async fn apply_virtual_service(client: &Client, body: &Value) -> anyhow::Result<()> {
+    let resource = virtual_service_resource(body);
+    let ns = body["metadata"]["namespace"].as_str().unwrap_or("default");
+    let name = body["metadata"]["name"].as_str().unwrap_or_default();
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
-    let body = serde_json::to_value(vs)?;
-    api.patch(&vs.metadata.name, &apply_params(), &Patch::Apply(&body))
+    api.patch(name, &apply_params(), &Patch::Apply(body))
         .await
-        .with_context(|| {
-            format!(
-                "server-side apply of VirtualService {ns}/{}",
-                vs.metadata.name
-            )
-        })?;
+        .with_context(|| format!("server-side apply of VirtualService {ns}/{name}"))?;
     Ok(())
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

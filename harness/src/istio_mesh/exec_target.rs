@@ -2,13 +2,13 @@
 //! that pod's sidecar, which makes the weighted choice the way any workload's sidecar does.
 //!
 //! The client pod runs podinfo's image (it has curl and a busybox shell) in the test
-//! namespace, where it gets a sidecar by injection. A batch runs a few shell loops in parallel
-//! through exec; each loop prints one line per request (`R <curl exit> <status> <seconds>
-//! <body on one line>`), streamed back and parsed into [`Sample`]s as they arrive.
+//! namespace, where it gets a sidecar by injection. A batch runs rounds of parallel execs; each
+//! exec is **one** curl process given the URL many times, so it keeps its connection alive and
+//! sends those requests one after the other. After each transfer curl writes the body and then
+//! a record line (`@@canary-harness@@ <urlnum>|<exit>|<status>|<seconds>|<subset>|<stamp>|
+//! <version header>`), streamed back and parsed into [`Sample`]s as they arrive. Requests are
+//! numbered by (round, transfer, exec), so which ones a verdict judges is fixed in advance.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -17,9 +17,12 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio_util::sync::CancellationToken;
 
 use super::proxy::exec_params;
-use crate::prober::{Batch, OnSample, Sample, Target, classify};
+use crate::prober::{Probe, Sample, Sink, Target, failed_status, reported_version};
+use crate::routing::{STAGE_HEADER, SUBSET_HEADER};
+use crate::scenario::{Identify, TrafficClass};
 
 /// The client pod's name (a run adds its own id) and the container curl runs in (the app
 /// container, whose traffic the sidecar intercepts).
@@ -31,12 +34,19 @@ pub fn client_pod_name(run_id: &str) -> String {
     format!("{CLIENT_POD}-{run_id}")
 }
 
-/// At most this many exec loops at once, whatever the scenario's concurrency: each is a
-/// websocket through the API server and a shell in the pod.
-pub const MAX_LOOPS: usize = 8;
+/// At most this many execs at once, whatever the scenario's concurrency: each is a websocket
+/// through the API server and a curl process in the pod.
+pub const MAX_EXECS: usize = 8;
+
+/// Requests per curl process (per exec) in a round: enough to amortise the exec, few enough
+/// that a decided verdict stops the batch soon.
+pub const PER_EXEC: u64 = 50;
 
 /// Per-request bound inside the pod.
 pub const CURL_MAX_TIME_S: u32 = 10;
+
+/// What starts every record line curl writes.
+const RECORD: &str = "@@canary-harness@@ ";
 
 /// The client pod: podinfo's image running podinfo (so the pod stays up and is a normal
 /// workload), labelled so that no Service of the split selects it.
@@ -61,38 +71,71 @@ pub fn client_pod_manifest(namespace: &str, name: &str, image: &str) -> Value {
     })
 }
 
-/// A POSIX shell loop that makes `count` requests to `url` and prints one line per request.
-/// The body is folded onto the line (newlines removed), so the version can be read from it.
-pub fn curl_loop_script(url: &str, count: u64) -> String {
-    format!(
-        "b=$(mktemp); i=0; while [ \"$i\" -lt {count} ]; do i=$((i+1)); \
-         m=$(curl -s -o \"$b\" --max-time {CURL_MAX_TIME_S} -w '%{{http_code}} %{{time_total}}' '{url}'); rc=$?; \
-         [ -n \"$m\" ] || m='000 0'; \
-         echo \"R $rc $m $(tr -d '\\r\\n' < \"$b\")\"; : > \"$b\"; done; rm -f \"$b\""
-    )
+/// The argv of one curl process sending `count` requests of `class` to `base` (`http://host:port`).
+pub fn curl_argv(
+    base: &str,
+    class: &TrafficClass,
+    identify: Option<&Identify>,
+    count: u64,
+) -> Vec<String> {
+    let version_header = match identify {
+        Some(Identify::Header(name)) => format!("%header{{{name}}}"),
+        _ => String::new(),
+    };
+    let mut argv: Vec<String> = vec![
+        "curl".into(),
+        "-s".into(),
+        "--max-time".into(),
+        CURL_MAX_TIME_S.to_string(),
+        "-X".into(),
+        class.method.clone(),
+    ];
+    for (k, v) in &class.headers {
+        argv.extend(["-H".into(), format!("{k}: {v}")]);
+    }
+    if let Some(cookie) = class.cookie_header() {
+        argv.extend(["-b".into(), cookie]);
+    }
+    argv.extend([
+        "-w".into(),
+        format!(
+            "\\n{RECORD}%{{urlnum}}|%{{exitcode}}|%{{http_code}}|%{{time_total}}|%header{{{SUBSET_HEADER}}}|%header{{{STAGE_HEADER}}}|{version_header}\\n"
+        ),
+    ]);
+    let url = format!("{}{}", base.trim_end_matches('/'), class.path);
+    argv.extend((0..count).map(|_| url.clone()));
+    argv
 }
 
-/// One parsed output line of the loop.
+/// One transfer as curl's record line and the body before it tell it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct CurlLine {
+pub struct Transfer {
+    pub urlnum: u64,
     pub exit: i32,
     pub status: u16,
     pub seconds: f64,
+    pub subset: Option<String>,
+    pub stamp: Option<String>,
+    pub version_header: Option<String>,
     pub body: String,
 }
 
-/// Parses `R <exit> <status> <seconds> <body…>`; other lines (shell noise) are `None`.
-pub fn parse_curl_line(line: &str) -> Option<CurlLine> {
-    let rest = line.strip_prefix("R ")?;
-    let mut parts = rest.splitn(4, ' ');
-    let exit = parts.next()?.parse().ok()?;
-    let status = parts.next()?.parse().ok()?;
-    let seconds = parts.next()?.parse().ok()?;
-    let body = parts.next().unwrap_or("").to_string();
-    Some(CurlLine {
-        exit,
-        status,
-        seconds,
+/// Parses a record line (after the marker); `None` for anything else.
+pub fn parse_record(line: &str, body: String) -> Option<Transfer> {
+    let rest = line.strip_prefix(RECORD)?;
+    let fields: Vec<&str> = rest.splitn(7, '|').collect();
+    if fields.len() < 6 {
+        return None;
+    }
+    let text = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_string());
+    Some(Transfer {
+        urlnum: fields[0].trim().parse().ok()?,
+        exit: fields[1].trim().parse().ok()?,
+        status: fields[2].trim().parse().ok()?,
+        seconds: fields[3].trim().parse().ok()?,
+        subset: text(fields[4]),
+        stamp: text(fields[5]),
+        version_header: fields.get(6).and_then(|f| text(f)),
         body,
     })
 }
@@ -110,44 +153,32 @@ pub fn curl_error(exit: i32) -> String {
     format!("curl exit {exit}: {what}")
 }
 
-/// The sample of one line, arriving `at_ms` after the batch started.
-pub fn sample_of(line: &CurlLine, at_ms: f64) -> Sample {
-    let latency_ms = line.seconds * 1e3;
-    if line.exit != 0 || line.status == 0 {
-        return Sample {
-            at_ms,
-            latency_ms,
-            version: None,
-            status: (line.status != 0).then_some(line.status),
-            error: Some(curl_error(line.exit)),
-        };
-    }
-    let (version, error) = classify(line.status, line.body.as_bytes());
+/// The sample of one transfer, numbered `seq`, arriving `at_ms` after the batch started.
+pub fn sample_of(t: &Transfer, seq: u64, at_ms: f64, identify: Option<&Identify>) -> Sample {
+    let error = if t.exit != 0 || t.status == 0 {
+        Some(curl_error(t.exit))
+    } else {
+        failed_status(t.status)
+    };
     Sample {
+        seq,
         at_ms,
-        latency_ms,
-        version,
-        status: Some(line.status),
+        latency_ms: t.seconds * 1e3,
+        status: (t.status != 0).then_some(t.status),
+        subset: t.subset.clone(),
+        stamp: t.stamp.clone(),
+        reported: identify
+            .and_then(|i| reported_version(i, t.version_header.as_deref(), t.body.as_bytes())),
         error,
     }
-}
-
-/// Splits `requests` over at most `loops` loops, as evenly as possible.
-pub fn split(requests: u64, loops: usize) -> Vec<u64> {
-    let loops = (loops.max(1) as u64).min(requests.max(1));
-    let base = requests / loops;
-    let extra = requests % loops;
-    (0..loops)
-        .map(|i| base + u64::from(i < extra))
-        .filter(|n| *n > 0)
-        .collect()
 }
 
 /// Requests from inside the mesh, by curl in the client pod.
 pub struct ExecCurlTarget {
     pods: Api<Pod>,
     pod: String,
-    url: String,
+    /// `http://host:port`, what the client calls.
+    base: String,
 }
 
 impl ExecCurlTarget {
@@ -156,27 +187,25 @@ impl ExecCurlTarget {
         Self {
             pods,
             pod: pod.to_string(),
-            url: url.to_string(),
+            base: url.trim_end_matches('/').to_string(),
         }
     }
 
-    /// Runs one loop of `count` requests and hands each sample over as it arrives.
-    async fn run_loop(
+    /// One curl process of `count` requests; request `i` of it is numbered `seq(i)`.
+    async fn run_exec(
         &self,
+        probe: &Probe,
         count: u64,
+        seq: impl Fn(u64) -> u64,
         started: Instant,
-        deliver: &(dyn Fn(Sample) + Send + Sync),
+        sink: &Sink,
     ) -> anyhow::Result<u64> {
-        let script = curl_loop_script(&self.url, count);
+        let argv = curl_argv(&self.base, &probe.class, probe.identify.as_ref(), count);
         let mut process = self
             .pods
-            .exec(
-                &self.pod,
-                vec!["sh".to_string(), "-c".to_string(), script],
-                &exec_params(CLIENT_CONTAINER),
-            )
+            .exec(&self.pod, argv, &exec_params(CLIENT_CONTAINER))
             .await
-            .with_context(|| format!("exec of the curl loop in pod {}", self.pod))?;
+            .with_context(|| format!("exec of curl in pod {}", self.pod))?;
         let stdout = process.stdout().context("no stdout of exec")?;
         let mut stderr = process.stderr().context("no stderr of exec")?;
         let stderr_task = async move {
@@ -187,10 +216,26 @@ impl ExecCurlTarget {
         let read = async {
             let mut lines = BufReader::new(stdout).lines();
             let mut got = 0u64;
+            let mut body = String::new();
             while let Some(line) = lines.next_line().await? {
-                if let Some(parsed) = parse_curl_line(&line) {
-                    got += 1;
-                    deliver(sample_of(&parsed, started.elapsed().as_secs_f64() * 1e3));
+                let record = if line.starts_with(RECORD) {
+                    parse_record(&line, std::mem::take(&mut body))
+                } else {
+                    None
+                };
+                match record {
+                    Some(t) => {
+                        got += 1;
+                        let at_ms = started.elapsed().as_secs_f64() * 1e3;
+                        let sample = sample_of(&t, seq(t.urlnum), at_ms, probe.identify.as_ref());
+                        let _ = sink.send(sample);
+                    }
+                    None => {
+                        if !body.is_empty() {
+                            body.push('\n');
+                        }
+                        body.push_str(&line);
+                    }
                 }
             }
             anyhow::Ok(got)
@@ -200,7 +245,7 @@ impl ExecCurlTarget {
         let _ = process.join().await;
         if got < count {
             bail!(
-                "the curl loop in pod {} ended after {got} of {count} requests; stderr: {}",
+                "curl in pod {} ended after {got} of {count} requests; stderr: {}",
                 self.pod,
                 String::from_utf8_lossy(&err).trim()
             );
@@ -213,156 +258,178 @@ impl ExecCurlTarget {
 impl Target for ExecCurlTarget {
     fn describe(&self) -> String {
         format!(
-            "{} from pod {} (curl, through its sidecar)",
-            self.url, self.pod
+            "{}/ from pod {} (curl, through its sidecar)",
+            self.base, self.pod
         )
     }
 
-    /// Rounds of parallel loops: each round asks for exactly the good answers still missing
-    /// (never more than the request budget left), so a batch ends with `want` good answers
-    /// unless the budget runs out, as with the HTTP target.
-    async fn collect(&self, batch: Batch, on_sample: OnSample<'_>) -> anyhow::Result<Vec<Sample>> {
+    /// Rounds of parallel execs, until `stop` or the request budget: every round is `execs`
+    /// curl processes of up to [`PER_EXEC`] requests each, numbered round after round.
+    async fn stream(
+        &self,
+        probe: &Probe,
+        stop: &CancellationToken,
+        sink: &Sink,
+    ) -> anyhow::Result<()> {
         let started = Instant::now();
-        let samples = Mutex::new(Vec::with_capacity(batch.want as usize));
-        let good = AtomicU64::new(0);
+        let execs = probe.concurrency.clamp(1, MAX_EXECS) as u64;
         let mut sent = 0u64;
-        let deliver = |s: Sample| {
-            if s.is_ok() {
-                good.fetch_add(1, Ordering::SeqCst);
-            }
-            on_sample(&s);
-            samples.lock().expect("samples").push(s);
-        };
-        loop {
-            let missing = batch.want.saturating_sub(good.load(Ordering::SeqCst));
-            let budget = batch.max_requests.saturating_sub(sent);
-            let round = missing.min(budget);
-            if round == 0 {
-                break;
-            }
-            let loops = split(round, batch.concurrency.clamp(1, MAX_LOOPS));
-            let runs = loops.iter().map(|n| self.run_loop(*n, started, &deliver));
+        while !stop.is_cancelled() && sent < probe.max_requests {
+            let left = probe.max_requests - sent;
+            let per = PER_EXEC.min(left.div_ceil(execs));
+            let used = execs.min(left.div_ceil(per));
+            let base = sent;
+            // Every exec of a round sends `per`: the round numbers exactly `per * used`.
+            let runs = (0..used)
+                .map(|e| self.run_exec(probe, per, move |i| base + i * used + e, started, sink));
             for result in futures::future::join_all(runs).await {
                 result?;
             }
-            sent += round;
+            sent += per * used;
         }
-        let mut samples = samples.into_inner().expect("samples");
-        samples.sort_by(|a, b| a.at_ms.total_cmp(&b.at_ms));
-        Ok(samples)
+        Ok(())
     }
-}
-
-/// Counts answers per version, for logs.
-pub fn versions(samples: &[Sample]) -> BTreeMap<String, usize> {
-    let mut out = BTreeMap::new();
-    for s in samples.iter().filter(|s| s.is_ok()) {
-        *out.entry(s.version.clone().unwrap_or_default())
-            .or_insert(0) += 1;
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use rstest::rstest;
+    use std::sync::Arc;
 
     #[rstest]
     #[case(
-        r#"R 0 200 0.004512 {  "hostname": "podinfo-ga-7d9f",  "version": "6.14.0",  "revision": "abc"}"#,
-        Some("6.14.0"),
+        "@@canary-harness@@ 3|0|200|0.004512|canary|2.2|",
+        r#"{"version": "6.14.1"}"#,
+        Some("6.14.1"),
         Some(200),
         None
     )]
     #[case(
-        r#"R 0 500 0.010000 {  "code": 500,  "message": "injected", "version": "6.14.1"}"#,
+        "@@canary-harness@@ 0|0|500|0.010000|canary|2.2|",
+        r#"{"error": "injected", "version": "6.14.1"}"#,
         Some("6.14.1"),
         Some(500),
         Some("HTTP 500")
     )]
-    #[case("R 0 503 0.002 no healthy upstream", None, Some(503), Some("HTTP 503"))]
     #[case(
-        "R 7 000 0.001000 ",
+        "@@canary-harness@@ 1|0|503|0.002|||",
+        "no healthy upstream",
+        None,
+        Some(503),
+        Some("HTTP 503")
+    )]
+    #[case(
+        "@@canary-harness@@ 2|7|000|0.001|||",
+        "",
         None,
         None,
         Some("curl exit 7: connection refused")
     )]
-    #[case("R 28 000 10.000 ", None, None, Some("curl exit 28: timeout"))]
-    fn lines_become_samples(
+    #[case(
+        "@@canary-harness@@ 2|28|000|10.000|||",
+        "",
+        None,
+        None,
+        Some("curl exit 28: timeout")
+    )]
+    fn records_become_samples(
         #[case] line: &str,
+        #[case] body: &str,
         #[case] version: Option<&str>,
         #[case] status: Option<u16>,
         #[case] error: Option<&str>,
     ) {
-        let parsed = parse_curl_line(line).unwrap();
-        let s = sample_of(&parsed, 12.0);
-        assert_eq!(s.version.as_deref(), version);
+        let t = parse_record(line, body.to_string()).unwrap();
+        let identify = Identify::Json("/version".into());
+        let s = sample_of(&t, 9, 12.0, Some(&identify));
+        assert_eq!(s.reported.as_deref(), version);
         assert_eq!(s.status, status);
         assert_eq!(s.error.as_deref(), error);
-        assert_eq!(s.at_ms, 12.0);
-        assert!((s.latency_ms - parsed.seconds * 1e3).abs() < 1e-9);
+        assert_eq!((s.seq, s.at_ms), (9, 12.0));
+        assert!((s.latency_ms - t.seconds * 1e3).abs() < 1e-9);
     }
 
     #[rstest]
     #[case("")]
     #[case("sh: warning")]
-    #[case("R x 200 0.1 {}")]
-    #[case("R 0 200")]
-    fn other_lines_are_ignored(#[case] line: &str) {
-        assert_eq!(parse_curl_line(line), None);
+    #[case("@@canary-harness@@ x|0|200|0.1|||")]
+    #[case("@@canary-harness@@ 0|0")]
+    fn other_lines_are_not_records(#[case] line: &str) {
+        assert_eq!(parse_record(line, String::new()), None);
     }
 
-    #[rstest]
-    #[case(10, 3, vec![4, 3, 3])]
-    #[case(2, 8, vec![1, 1])]
-    #[case(0, 4, vec![])]
-    #[case(7, 1, vec![7])]
-    fn requests_are_split_over_loops(#[case] n: u64, #[case] loops: usize, #[case] want: Vec<u64>) {
-        let got = split(n, loops);
-        assert_eq!(got, want);
-        assert_eq!(got.iter().sum::<u64>(), n);
-    }
-
-    /// The script itself runs under a local POSIX shell with a fake `curl` on PATH, so the
-    /// quoting and the line format are checked for real.
+    /// The argv runs for real under a fake `curl` on PATH that answers the way curl's `-w`
+    /// does, so the record format and its parsing are checked together.
     #[test]
-    fn the_loop_script_prints_one_parsable_line_per_request() {
+    fn one_curl_process_sends_the_class_many_times_and_records_each() {
+        let class = TrafficClass {
+            name: "insiders".into(),
+            path: "/api".into(),
+            method: "GET".into(),
+            headers: [("x-canary".to_string(), "insider".to_string())].into(),
+            cookies: [("canary".to_string(), "always".to_string())].into(),
+            expect: None,
+        };
+        let argv = curl_argv("http://podinfo.test:9898", &class, None, 3);
+        assert_eq!(
+            argv.iter()
+                .filter(|a| *a == "http://podinfo.test:9898/api")
+                .count(),
+            3
+        );
+        let h = argv.iter().position(|a| a == "-H").unwrap();
+        assert_eq!(argv[h + 1], "x-canary: insider");
+        let b = argv.iter().position(|a| a == "-b").unwrap();
+        assert_eq!(argv[b + 1], "canary=always");
+        let w = argv.iter().position(|a| a == "-w").unwrap();
+        assert!(
+            argv[w + 1].contains("%{urlnum}|%{exitcode}|%{http_code}"),
+            "{}",
+            argv[w + 1]
+        );
+        // What curl would print for three transfers: body, then the record line.
         let dir = tempfile::tempdir().unwrap();
         let fake = dir.path().join("curl");
         std::fs::write(
             &fake,
-            "#!/bin/sh\n# fake curl: -o FILE and -w FORMAT\nout=''\nwhile [ $# -gt 0 ]; do case \"$1\" in -o) out=$2; shift;; esac; shift; done\nprintf '{\\n  \"version\": \"6.14.1\"\\n}\\n' > \"$out\"\nprintf '200 0.003'\n",
+            "#!/bin/sh\nn=0\nfor a in \"$@\"; do case \"$a\" in http://*) printf '{\\n  \"version\": \"6.14.1\"\\n}\\n@@canary-harness@@ %s|0|200|0.003|canary|1.1|\\n' $n; n=$((n+1));; esac; done\n",
         )
         .unwrap();
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
-        let script = curl_loop_script("http://podinfo.test:9898/", 3);
-        let path = format!(
-            "{}:{}",
-            dir.path().display(),
-            std::env::var("PATH").unwrap()
-        );
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(&script)
-            .env("PATH", path)
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let out = std::process::Command::new(&fake)
+            .args(&argv[1..])
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
         let text = String::from_utf8(out.stdout).unwrap();
-        let lines: Vec<CurlLine> = text.lines().filter_map(parse_curl_line).collect();
-        assert_eq!(lines.len(), 3, "{text}");
-        let s = sample_of(&lines[0], 0.0);
-        assert_eq!(s.version.as_deref(), Some("6.14.1"));
-        assert!(s.is_ok());
+        let mut body = String::new();
+        let mut got = Vec::new();
+        for line in text.lines() {
+            let record = if line.starts_with(RECORD) {
+                parse_record(line, std::mem::take(&mut body))
+            } else {
+                None
+            };
+            match record {
+                Some(t) => got.push(t),
+                None => {
+                    if !body.is_empty() {
+                        body.push('\n');
+                    }
+                    body.push_str(line);
+                }
+            }
+        }
+        assert_eq!(got.len(), 3, "{text}");
+        let identify = Identify::Json("/version".into());
+        let s = sample_of(&got[2], 2, 0.0, Some(&identify));
+        assert_eq!(s.reported.as_deref(), Some("6.14.1"));
+        assert_eq!(
+            (s.subset.as_deref(), s.stamp.as_deref()),
+            (Some("canary"), Some("1.1"))
+        );
+        let _ = Arc::new(class);
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub fn gateway_selector(routing: &Routing) -> BTreeMap<String, String> {
         .gateways
         .iter()
         .find(|g| Some(g.value.metadata.name.as_str()) == name)
-        .map(|g| g.value.spec.selector.clone())
+        .and_then(|g| g.value.spec.selector.clone())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]))
 }

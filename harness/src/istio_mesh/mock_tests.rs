@@ -130,6 +130,15 @@ fn api_server(rec: &Recorded) -> (u16, Value) {
     }
 }
 
+fn test_probe(max: u64, concurrency: usize) -> crate::prober::Probe {
+    crate::prober::Probe {
+        class: std::sync::Arc::new(crate::scenario::TrafficClass::default_class()),
+        identify: None,
+        concurrency,
+        max_requests: max,
+    }
+}
+
 fn tutorial_routing() -> Routing {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/tutorial.yaml");
     let scenario = Scenario::load(&path).unwrap();
@@ -142,8 +151,10 @@ async fn a_stage_patches_the_virtual_service_weights() {
     let routing = tutorial_routing();
     let (client, log) = mock_client(api_server);
     let weights: Weights = [("ga".to_string(), 90), ("canary".to_string(), 10)].into();
-    let vs = routing.with_weights(&weights);
-    apply::apply_virtual_service(&client, &vs).await.unwrap();
+    let staged = routing.staged(&weights, "2.2");
+    apply::apply_virtual_service(&client, &staged.body)
+        .await
+        .unwrap();
     let log = log.lock().unwrap().clone();
     assert_eq!(log.len(), 1);
     let r = &log[0];
@@ -208,12 +219,17 @@ async fn the_port_forward_target_forwards_each_connection_to_the_gateway_pod() {
     assert!(target.local_addr().ip().is_loopback());
     assert!(target.describe().contains("istio-ingressgateway-abc:8080"));
     // A connection makes the listener open a port-forward, which the mock refuses.
-    let batch = crate::prober::Batch {
-        want: 1,
-        max_requests: 1,
-        concurrency: 1,
-    };
-    let samples = target.collect(batch, &|_| {}).await.unwrap();
+    let probe = test_probe(1, 1);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    target
+        .stream(&probe, &tokio_util::sync::CancellationToken::new(), &tx)
+        .await
+        .unwrap();
+    drop(tx);
+    let mut samples = Vec::new();
+    while let Some(s) = rx.recv().await {
+        samples.push(s);
+    }
     assert_eq!(samples.len(), 1);
     assert!(!samples[0].is_ok());
     let uri = log.lock().unwrap()[0].uri.clone();
@@ -229,19 +245,24 @@ async fn the_mesh_target_execs_a_curl_loop_in_the_client_container() {
     let (client, log) = mock_client(|_| (400, json!({"kind": "Status", "code": 400})));
     let pods: Api<Pod> = Api::namespaced(client, "test");
     let target = ExecCurlTarget::new(pods, CLIENT_POD, "http://podinfo.test:9898/");
-    let batch = crate::prober::Batch {
-        want: 5,
-        max_requests: 10,
-        concurrency: 2,
-    };
-    assert!(target.collect(batch, &|_| {}).await.is_err());
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let stream = target
+        .stream(
+            &test_probe(10, 2),
+            &tokio_util::sync::CancellationToken::new(),
+            &tx,
+        )
+        .await;
+    assert!(stream.is_err());
     let uri = log.lock().unwrap()[0].uri.clone();
     assert!(
         uri.starts_with("/api/v1/namespaces/test/pods/canary-mesh-client/exec?"),
         "{uri}"
     );
     assert!(uri.contains("container=client"), "{uri}");
-    assert!(uri.contains("command=sh&command=-c&command="), "{uri}");
+    // One curl process, the URL as many times as requests.
+    assert!(uri.contains("command=curl&command=-s"), "{uri}");
+    assert_eq!(uri.matches("command=http").count(), 5, "{uri}");
 }
 
 /// A config_dump of a sidecar as Istio 1.30 renders it: route `9898`, the service's FQDN among

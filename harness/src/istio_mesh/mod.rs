@@ -40,11 +40,10 @@ use serde_json::json;
 use crate::ca::{self, CaBundle};
 use crate::cluster::plan::{self as cluster_plan, Teardown};
 use crate::config_dump;
-use crate::istio::VirtualService;
 use crate::mesh::Mesh;
 use crate::prober::Target;
 use crate::report::ClusterChanges;
-use crate::routing::{EntryPoint, Routing};
+use crate::routing::{EntryPoint, Routing, Staged};
 use crate::scenario::Weights;
 use crate::steps::{
     Action, Apply, Condition, FileKind, ObjectRef, Open, Root, Run, Step, Via, Wait,
@@ -669,9 +668,9 @@ impl Mesh for IstioMesh {
         out
     }
 
-    async fn apply(&mut self, virtual_service: &VirtualService) -> anyhow::Result<()> {
+    async fn apply(&mut self, staged: &Staged) -> anyhow::Result<()> {
         let client = self.client().await?;
-        apply::apply_virtual_service(&client, virtual_service).await
+        apply::apply_virtual_service(&client, &staged.body).await
     }
 
     /// Polls the config_dump of the gateway and of the client's sidecar until both route with

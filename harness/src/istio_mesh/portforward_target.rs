@@ -16,7 +16,9 @@ use kube::api::Api;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::prober::{Batch, HttpTarget, OnSample, Sample, Target};
+use tokio_util::sync::CancellationToken;
+
+use crate::prober::{HttpTarget, Probe, Sink, Target};
 
 pub struct PortForwardTarget {
     local: SocketAddr,
@@ -123,8 +125,13 @@ impl Target for PortForwardTarget {
         )
     }
 
-    async fn collect(&self, batch: Batch, on_sample: OnSample<'_>) -> anyhow::Result<Vec<Sample>> {
-        self.http.collect(batch, on_sample).await
+    async fn stream(
+        &self,
+        probe: &Probe,
+        stop: &CancellationToken,
+        sink: &Sink,
+    ) -> anyhow::Result<()> {
+        self.http.stream(probe, stop, sink).await
     }
 }
 

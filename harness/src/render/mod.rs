@@ -257,6 +257,7 @@ pub(crate) mod fixture {
     use crate::report::{EntryReport, Latency, Report, StageReport, TimeBucket};
     use crate::routing::EntryPoint;
     use crate::stats::{self, Budget};
+    use crate::verdict::TestPlan;
 
     /// A four-stage tutorial report on two entry points; `fail` names a stage whose mesh
     /// entry fails.
@@ -334,10 +335,21 @@ pub(crate) mod fixture {
                     target: format!("http://127.0.0.1:1000{index}/"),
                     weights: weights.clone(),
                     expected_share: share,
-                    plan,
+                    plan: if plan.kind == stats::CheckKind::ZeroLeak {
+                        TestPlan::ZeroLeak(plan)
+                    } else {
+                        TestPlan::Fixed(plan)
+                    },
+                    class: "default".into(),
                     requests: n,
+                    trials: n,
                     counts,
                     unexpected: BTreeMap::new(),
+                    stale: 0,
+                    unroutable: 0,
+                    after_verdict: 0,
+                    wrong_build: BTreeMap::new(),
+                    look: None,
                     errors: 0,
                     error_kinds: BTreeMap::new(),
                     errors_by_subset: BTreeMap::new(),
@@ -362,6 +374,7 @@ pub(crate) mod fixture {
                 expect: weights,
                 expected_share: share,
                 converge_s: 0.01,
+                stamp: format!("{}.{}", index + 1, index + 1),
                 passed: results.iter().all(|r| r.passed),
                 entries: results,
             });
@@ -375,6 +388,7 @@ pub(crate) mod fixture {
             passed: stages.iter().all(|s| s.passed),
             aborted: None,
             budget,
+            design: Default::default(),
             tests_in_run: 8,
             entry_points: entries.to_vec(),
             subsets: vec!["ga".into(), "canary".into()],

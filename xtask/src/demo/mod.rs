@@ -170,8 +170,8 @@ mod tests {
     fn the_warm_up_diff_changes_the_weights_only() {
         let p = prepared();
         let stages = &p.scenario.stages;
-        let before = p.routing.with_weights(&stages[0].weights);
-        let after = p.routing.with_weights(&stages[1].weights);
+        let before = p.routing.staged(&stages[0].weights, "1.1").body;
+        let after = p.routing.staged(&stages[1].weights, "2.2").body;
         console::set_colors_enabled(false);
         let diff = yaml_diff(&before, &after, "canary warm-up", &Palette::new());
         let changed: Vec<&str> = diff
@@ -182,7 +182,8 @@ mod tests {
                     && !l.starts_with("+++")
             })
             .collect();
-        assert_eq!(changed.len(), 4, "{diff}");
+        // The two weights, and the stage's stamp.
+        assert_eq!(changed.len(), 6, "{diff}");
         assert!(
             changed
                 .iter()

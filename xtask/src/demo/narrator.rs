@@ -6,15 +6,17 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use harness::istio::VirtualService;
+use std::collections::BTreeMap;
+
 use harness::prober::Sample;
 use harness::progress::TerminalProgress;
 use harness::report::{EntryReport, StageReport};
 use harness::routing::EntryPoint;
+use harness::routing::Staged;
 use harness::run::Observer;
 use harness::scenario::Stage;
-use harness::stats::Plan;
 use harness::steps::{Section, Step};
+use harness::verdict::TestPlan;
 use indicatif::ProgressBar;
 use tokio::sync::mpsc;
 
@@ -36,7 +38,9 @@ pub struct Narrator {
     interrupted: AtomicBool,
     pub(super) progress: TerminalProgress,
     pub(super) wait: Mutex<Option<ProgressBar>>,
-    pub(super) live: Mutex<Option<super::stages::Live>>,
+    /// The tests being sampled (entry points are sampled at the same time), and their bars.
+    pub(super) live: Mutex<BTreeMap<(EntryPoint, String), super::stages::Live>>,
+    pub(super) bars: indicatif::MultiProgress,
     /// The sections told so far: each gets its heading once, numbered in the order told.
     pub(super) section: Mutex<Vec<Section>>,
     pub(super) sections_told: std::sync::atomic::AtomicUsize,
@@ -51,7 +55,11 @@ pub struct PreparedText {
 impl Narrator {
     pub fn new(prepared: &Prepared, mesh: MeshKind, step: bool) -> Self {
         let subsets = prepared.routing.subsets.clone().map(|s| s.name);
-        let versions = prepared.routing.subsets.clone().map(|s| s.version);
+        let versions = prepared
+            .routing
+            .subsets
+            .clone()
+            .map(|s| s.backend_version().to_string());
         let interactive = std::io::stdin().is_terminal();
         if step && !interactive {
             println!("(--step needs a terminal on stdin; running straight through)");
@@ -81,7 +89,10 @@ impl Narrator {
             interrupted: AtomicBool::new(false),
             progress: TerminalProgress::new(),
             wait: Mutex::new(None),
-            live: Mutex::new(None),
+            live: Mutex::new(BTreeMap::new()),
+            bars: indicatif::MultiProgress::with_draw_target(
+                indicatif::ProgressDrawTarget::stdout(),
+            ),
             section: Mutex::new(Vec::new()),
             sections_told: Default::default(),
         }
@@ -174,7 +185,7 @@ impl Observer for Narrator {
         }
     }
 
-    fn stage_started(&self, stage: &Stage, before: &VirtualService, after: &VirtualService) {
+    fn stage_started(&self, stage: &Stage, before: &Staged, after: &Staged) {
         self.tell_stage_started(stage, before, after);
     }
 
@@ -182,12 +193,12 @@ impl Observer for Narrator {
         self.tell_converged(stage, elapsed);
     }
 
-    fn sampling_started(&self, stage: &Stage, entry: EntryPoint, plan: &Plan) {
-        self.tell_sampling_started(stage, entry, plan);
+    fn sampling_started(&self, stage: &Stage, entry: EntryPoint, class: &str, plan: &TestPlan) {
+        self.tell_sampling_started(stage, entry, class, plan);
     }
 
-    fn sample(&self, _stage: &Stage, _entry: EntryPoint, sample: &Sample) {
-        self.tell_sample(sample);
+    fn sample(&self, _stage: &Stage, entry: EntryPoint, class: &str, sample: &Sample) {
+        self.tell_sample(entry, class, sample);
     }
 
     fn entry_done(&self, _stage: &Stage, result: &EntryReport) {

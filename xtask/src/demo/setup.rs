@@ -35,8 +35,13 @@ pub fn prepared_text(prepared: &Prepared, mesh: MeshKind, _palette: &Palette) ->
                 })
                 .unwrap_or_default();
             format!(
-                "\n    → a backend process that answers as podinfo {} does{tuning}",
-                s.version
+                "\n    → a backend process that answers as {} does{tuning}",
+                match prepared.scenario.backends.get(&s.name).map(|t| t.mode) {
+                    Some(harness::scenario::BackendMode::Plain) => {
+                        "an app that reports no version".to_string()
+                    }
+                    _ => format!("podinfo {}", s.backend_version()),
+                }
             )
         } else {
             String::new()
@@ -73,14 +78,14 @@ pub fn prepared_text(prepared: &Prepared, mesh: MeshKind, _palette: &Palette) ->
         "VirtualService {} ({}): hosts {}, gateways {}",
         vs.metadata.name,
         display(&routing.virtual_service.file),
-        vs.spec.hosts.join(", "),
-        vs.spec.gateways.join(", ")
+        vs.spec.hosts().join(", "),
+        vs.spec.gateways().join(", ")
     ));
     let routing_text = format!(
         "manifests loaded:\n{}\n{}\nThe VirtualService as the manifests have it:\n{}",
         bullets(&files),
         bullets(&resources),
-        indent(&yaml(vs), 2)
+        indent(&yaml(&prepared.routing.virtual_service_body), 2)
     );
     PreparedText {
         workloads,

@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use harness::istio::VirtualService;
 use harness::prober::Sample;
 use harness::report::EntryReport;
 use harness::routing::EntryPoint;
+use harness::routing::Staged;
 use harness::scenario::Stage;
-use harness::stats::Plan;
+use harness::verdict::TestPlan;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::narrator::Narrator;
@@ -20,9 +20,10 @@ const BASELINE_CELL: char = '█';
 const CANARY_CELL: char = '▒';
 const EMPTY_CELL: char = '·';
 
-/// The split of one entry point while its answers arrive.
+/// The split of one test (a class on an entry point) while its answers arrive.
 pub struct Live {
     entry: EntryPoint,
+    class: String,
     bar: ProgressBar,
     want: u64,
     expected: f64,
@@ -85,9 +86,13 @@ impl Narrator {
         } else {
             String::new()
         };
+        let name = if live.class == harness::scenario::DEFAULT_CLASS {
+            live.entry.to_string()
+        } else {
+            format!("{} {}", live.entry, live.class)
+        };
         format!(
-            "{:<9}{}  {answers}/{} answers, {} {:.1} % (expected {:.1} %){errors}",
-            live.entry.to_string(),
+            "{name:<9}{}  {answers}/{} answers (at most), {} {:.1} % (expected {:.1} %){errors}",
             self.split_bar(b, c),
             live.want,
             self.canary_name,
@@ -96,12 +101,7 @@ impl Narrator {
         )
     }
 
-    pub(super) fn tell_stage_started(
-        &self,
-        stage: &Stage,
-        before: &VirtualService,
-        after: &VirtualService,
-    ) {
+    pub(super) fn tell_stage_started(&self, stage: &Stage, before: &Staged, after: &Staged) {
         if self.stopping() {
             return;
         }
@@ -115,7 +115,7 @@ impl Narrator {
             &format!("stage {}/{}:", stage.index + 1, self.stages),
             &format!("{} ({what})", stage.name),
         );
-        let diff = yaml_diff(before, after, &stage.name, &self.palette);
+        let diff = yaml_diff(&before.body, &after.body, &stage.name, &self.palette);
         if diff.is_empty() {
             self.say(format!(
                 "The VirtualService already routes {}: nothing to change.",
@@ -157,36 +157,53 @@ impl Narrator {
         ));
     }
 
-    pub(super) fn tell_sampling_started(&self, stage: &Stage, entry: EntryPoint, plan: &Plan) {
+    pub(super) fn tell_sampling_started(
+        &self,
+        stage: &Stage,
+        entry: EntryPoint,
+        class: &str,
+        plan: &TestPlan,
+    ) {
         if self.stopping() {
             return;
         }
-        let bar = ProgressBar::with_draw_target(Some(plan.requests), ProgressDrawTarget::stdout());
+        let bar = self.bars.add(ProgressBar::with_draw_target(
+            Some(plan.max_trials()),
+            ProgressDrawTarget::stdout(),
+        ));
         bar.set_style(
             ProgressStyle::with_template("  {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         let live = Live {
             entry,
+            class: class.to_string(),
             bar,
-            want: plan.requests,
-            expected: stage.expected_share(&self.canary_name),
+            want: plan.max_trials(),
+            expected: stage.class_share(class, &self.canary_name),
             counts: [0, 0],
             other: 0,
             errors: 0,
         };
         live.bar.set_message(self.live_line(&live));
-        *self.live.lock().expect("narrator lock") = Some(live);
+        self.live
+            .lock()
+            .expect("narrator lock")
+            .insert((entry, class.to_string()), live);
     }
 
-    pub(super) fn tell_sample(&self, sample: &Sample) {
+    pub(super) fn tell_sample(&self, entry: EntryPoint, class: &str, sample: &Sample) {
         let mut guard = self.live.lock().expect("narrator lock");
-        let Some(live) = guard.as_mut() else { return };
-        match (&sample.error, sample.version.as_deref()) {
-            (Some(_), _) => live.errors += 1,
-            (None, Some(v)) if v == self.versions[0] => live.counts[0] += 1,
-            (None, Some(v)) if v == self.versions[1] => live.counts[1] += 1,
-            (None, _) => live.other += 1,
+        let Some(live) = guard.get_mut(&(entry, class.to_string())) else {
+            return;
+        };
+        if sample.error.is_some() {
+            live.errors += 1;
+        }
+        match sample.subset.as_deref() {
+            Some(s) if s == self.subsets[0] => live.counts[0] += 1,
+            Some(s) if s == self.subsets[1] => live.counts[1] += 1,
+            _ => live.other += 1,
         }
         if !live.bar.is_hidden() {
             live.bar
@@ -199,7 +216,12 @@ impl Narrator {
         if self.stopping() {
             return;
         }
-        if let Some(live) = self.live.lock().expect("narrator lock").take() {
+        let live = self
+            .live
+            .lock()
+            .expect("narrator lock")
+            .remove(&(result.entry, result.class.clone()));
+        if let Some(live) = live {
             live.bar.finish_and_clear();
             self.say(self.live_line(&live));
         }

@@ -4,7 +4,6 @@
 use std::path::Path;
 
 use console::Style;
-use harness::istio::VirtualService;
 use harness::render;
 use harness::report::Report;
 use similar::{ChangeTag, TextDiff};
@@ -41,21 +40,21 @@ impl Palette {
 }
 
 /// The VirtualService as YAML, as `kubectl get -o yaml` would show its spec.
-pub fn yaml(vs: &VirtualService) -> String {
+pub fn yaml(vs: &serde_json::Value) -> String {
     serde_saphyr::to_string(vs).unwrap_or_else(|e| format!("# cannot render as YAML: {e}\n"))
 }
 
 /// A unified diff of the VirtualService's YAML, colored on a terminal; empty when equal.
 pub fn yaml_diff(
-    before: &VirtualService,
-    after: &VirtualService,
+    before: &serde_json::Value,
+    after: &serde_json::Value,
     stage: &str,
     p: &Palette,
 ) -> String {
     let (old, new) = (yaml(before), yaml(after));
     let diff = TextDiff::from_lines(&old, &new);
     let mut out = String::new();
-    let name = &after.metadata.name;
+    let name = after["metadata"]["name"].as_str().unwrap_or("?");
     for (i, hunk) in diff
         .unified_diff()
         .context_radius(3)
