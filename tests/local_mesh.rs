@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use canary_e2e::{processes_matching, read_report, root, scenario_in, xtask};
+use canary_e2e::{processes_matching, project_scenario_in, read_report, root, scenario_in, xtask};
 use predicates::str::contains;
 
 /// `xtask e2e --mesh local` of a scenario, with its reports in `reports`.
@@ -218,6 +218,129 @@ fn failed_requests_count_for_no_version_and_slow_backends_show_in_latency() {
         assert!(reason.contains("requests failed"), "{reason}");
         // The fixed delay is a floor on the canary's latency; no upper bound is asserted.
         assert!(e["latency"]["canary"]["p50_ms"].as_f64().unwrap() >= 40.0);
+    }
+}
+
+/// The entries of every stage of a report, flattened.
+fn entries(report: &serde_json::Value) -> Vec<&serde_json::Value> {
+    report["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["entries"].as_array().unwrap())
+        .collect()
+}
+
+#[test]
+fn insiders_reach_only_the_canary_while_everyone_follows_the_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let reports = dir.path().join("reports");
+    e2e_local(&root().join("scenarios/ab-header.yaml"), &reports)
+        .code(0)
+        .stdout(contains("PASSED: scenario `ab-header`"));
+    let report = read_report(&reports);
+    let all = entries(&report);
+    // Three classes on two entry points at each of the four stages.
+    assert_eq!(all.len(), 4 * 3 * 2);
+    for e in &all {
+        let class = e["class"].as_str().unwrap();
+        let ga = e["counts"]["ga"].as_u64().unwrap_or(0);
+        let canary = e["counts"]["canary"].as_u64().unwrap_or(0);
+        match class {
+            "insiders" | "beta cookie" => {
+                assert_eq!(ga, 0, "{class} never reach the GA: {e}");
+                assert!(canary > 0);
+                assert_eq!(e["plan"]["design"], "zero_leak");
+            }
+            "everyone" => {
+                let share = e["expected_share"].as_f64().unwrap();
+                let weights = &e["weights"];
+                assert_eq!(share * 100.0, weights["canary"].as_f64().unwrap());
+            }
+            other => panic!("unexpected class {other}"),
+        }
+    }
+    // Only the classes that follow a split stage share α: "everyone" at 10 % and 50 %.
+    assert_eq!(report["tests_in_run"], 2 * 2);
+}
+
+#[test]
+fn without_the_insiders_route_the_insider_class_fails_as_a_leak() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = project_scenario_in(dir.path(), "ab-header");
+    let vs = dir.path().join("manifests/ab-header/virtual-service.yaml");
+    let text = std::fs::read_to_string(&vs).unwrap();
+    let start = text.find("    - name: insiders").unwrap();
+    let end = text.find("    - name: canary-split").unwrap();
+    std::fs::write(&vs, format!("{}{}", &text[..start], &text[end..])).unwrap();
+    let reports = dir.path().join("reports");
+    e2e_local(&scenario, &reports).code(1);
+    let report = read_report(&reports);
+    let first = &report["stages"][0]["entries"];
+    for e in first.as_array().unwrap() {
+        let class = e["class"].as_str().unwrap();
+        if class == "everyone" {
+            assert_eq!(e["passed"], true, "everyone still follows the weights: {e}");
+        } else {
+            assert_eq!(e["passed"], false, "{class} must fail: {e}");
+            let reason = e["reason"].as_str().unwrap();
+            assert!(reason.contains("leak"), "{reason}");
+            assert!(e["counts"]["ga"].as_u64().unwrap() > 0);
+        }
+    }
+}
+
+#[test]
+fn an_app_that_reports_no_version_is_measured_by_the_harness_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let reports = dir.path().join("reports");
+    e2e_local(&root().join("scenarios/echo.yaml"), &reports)
+        .code(0)
+        .stdout(contains("PASSED: scenario `echo`"));
+    let report = read_report(&reports);
+    for e in entries(&report) {
+        let trials = e["trials"].as_u64().unwrap();
+        let counted: u64 = ["ga", "canary"]
+            .iter()
+            .map(|s| e["counts"][s].as_u64().unwrap_or(0))
+            .sum();
+        assert_eq!(
+            counted, trials,
+            "every answer attributed by the header: {e}"
+        );
+    }
+    // The backends ran as plain-text apps, whose answers name no version.
+    let setup = report["setup"].as_array().unwrap();
+    for subset in ["ga", "canary"] {
+        let start = setup
+            .iter()
+            .map(|s| s["step"].as_str().unwrap())
+            .find(|s| s.starts_with(&format!("start   backend `{subset}`")))
+            .unwrap();
+        assert!(start.contains("--mode plain"), "{start}");
+    }
+}
+
+#[test]
+fn a_subset_running_the_wrong_build_fails_its_stage_with_its_own_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = scenario_in(
+        dir.path(),
+        "name: wrong-build\nmanifests: manifests\nvirtual_service: podinfo\nbaseline: ga\ncanary: canary\n\
+         identify: { json: /version }\n\
+         local:\n  backends:\n    canary: { version: 6.14.0 }\n\
+         stages:\n  - name: half\n    weights: { ga: 50, canary: 50 }\n",
+    );
+    let reports = dir.path().join("reports");
+    e2e_local(&scenario, &reports).code(1);
+    let report = read_report(&reports);
+    for e in report["stages"][0]["entries"].as_array().unwrap() {
+        assert_eq!(e["passed"], false);
+        let reason = e["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("subset canary answered as 6.14.0"),
+            "{reason}"
+        );
     }
 }
 

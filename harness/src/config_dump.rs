@@ -22,9 +22,16 @@ pub struct ObservedRoute {
     pub weights: BTreeMap<String, u32>,
 }
 
-/// Finds the route configuration `name` and the route towards `host` (a domain of one of its
-/// virtual hosts), and reads its cluster weights as percentages per subset.
-pub fn observed_route(dump: &Value, name: &str, domain: &str) -> Option<ObservedRoute> {
+/// Finds the route configuration `name`, its virtual host answering `domain` and in it the split
+/// route, and reads its cluster weights as percentages per subset. The split route is the one
+/// istiod names after the HTTPRoute (`<name>`, or `<name>.<match name>` for a named match) when
+/// the split has a name, else the first route that forwards.
+pub fn observed_route(
+    dump: &Value,
+    name: &str,
+    domain: &str,
+    split: Option<&str>,
+) -> Option<ObservedRoute> {
     let mut found = Vec::new();
     collect_route_configs(dump, &mut found);
     let entry = found
@@ -43,7 +50,14 @@ pub fn observed_route(dump: &Value, name: &str, domain: &str) -> Option<Observed
     let route = vhost["routes"]
         .as_array()?
         .iter()
-        .find(|r| r["route"].is_object())?;
+        .filter(|r| r["route"].is_object())
+        .find(|r| match (split, r["name"].as_str()) {
+            (None, _) => true,
+            (Some(want), Some(have)) => {
+                have == want || have.strip_prefix(want).is_some_and(|m| m.starts_with('.'))
+            }
+            (Some(_), None) => false,
+        })?;
     let action = &route["route"];
     let mut raw: Vec<(String, u64)> = Vec::new();
     if let Some(cluster) = action["cluster"].as_str() {
@@ -168,7 +182,7 @@ mod tests {
     #[case(json!([{"name": "outbound|9898|ga|podinfo.test.svc.cluster.local", "weight": 1}, {"name": "outbound|9898|canary|podinfo.test.svc.cluster.local", "weight": 3}]), &[("ga", 25), ("canary", 75)])]
     fn reads_gateway_weights(#[case] clusters: Value, #[case] want: &[(&str, u32)]) {
         let dump = istio_gateway_dump(clusters);
-        let o = observed_route(&dump, "http.8080", "podinfo.example.com").unwrap();
+        let o = observed_route(&dump, "http.8080", "podinfo.example.com", None).unwrap();
         assert_eq!(o.version_info, "2026-11-27T10:00:05Z/14");
         let want: BTreeMap<String, u32> = want.iter().map(|(k, v)| (k.to_string(), *v)).collect();
         assert_eq!(o.weights, want);
@@ -178,7 +192,7 @@ mod tests {
     fn a_single_cluster_route_is_all_of_the_traffic() {
         let dump = json!({"configs": [{"version_info": "3", "route_config": {"name": "9898", "virtual_hosts": [
             {"name": "podinfo:9898", "domains": ["podinfo", "podinfo:9898"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "outbound|9898|canary|podinfo.test.svc.cluster.local"}}]}]}}]});
-        let o = observed_route(&dump, "9898", "podinfo:9898").unwrap();
+        let o = observed_route(&dump, "9898", "podinfo:9898", None).unwrap();
         assert_eq!(o.weights, BTreeMap::from([("canary".to_string(), 100)]));
         assert_eq!(o.version_info, "3");
     }
@@ -186,9 +200,9 @@ mod tests {
     #[test]
     fn missing_config_or_domain_is_none() {
         let dump = istio_gateway_dump(json!([]));
-        assert!(observed_route(&dump, "http.9090", "podinfo.example.com").is_none());
-        assert!(observed_route(&dump, "http.8080", "other.example.com").is_none());
-        assert!(observed_route(&json!({}), "http.8080", "x").is_none());
+        assert!(observed_route(&dump, "http.9090", "podinfo.example.com", None).is_none());
+        assert!(observed_route(&dump, "http.8080", "other.example.com", None).is_none());
+        assert!(observed_route(&json!({}), "http.8080", "x", None).is_none());
     }
 
     #[rstest]
@@ -209,5 +223,26 @@ mod tests {
         let expected: Weights = want.iter().map(|(k, v)| (k.to_string(), *v)).collect();
         assert_eq!(matches_weights(&observed, &expected), same);
         assert!(describe(Some(&observed)).contains("version `1`"));
+    }
+
+    #[rstest]
+    #[case::by_name(Some("canary-split"), &[("ga", 90), ("canary", 10)])]
+    #[case::first_forwarding_route_without_a_name(None, &[("canary", 100)])]
+    fn the_split_route_is_found_by_its_name(
+        #[case] split: Option<&str>,
+        #[case] want: &[(&str, u32)],
+    ) {
+        let cluster = |s: &str| format!("outbound|9898|{s}|podinfo.test.svc.cluster.local");
+        let dump = json!({"configs": [{"version_info": "4", "route_config": {"name": "9898", "virtual_hosts": [
+        {"name": "podinfo:9898", "domains": ["podinfo"], "routes": [
+            {"name": "insiders.canary-header", "match": {"prefix": "/"}, "route": {"cluster": cluster("canary")}},
+            {"name": "moved", "match": {"prefix": "/old"}, "redirect": {"path_redirect": "/new"}},
+            {"name": "canary-split.api", "match": {"prefix": "/"}, "route": {"weighted_clusters": {"clusters": [
+                {"name": cluster("ga"), "weight": 90}, {"name": cluster("canary"), "weight": 10}]}}},
+        ]}]}}]});
+        let o = observed_route(&dump, "9898", "podinfo", split).unwrap();
+        let want: BTreeMap<String, u32> = want.iter().map(|(s, w)| (s.to_string(), *w)).collect();
+        assert_eq!(o.weights, want);
+        assert!(observed_route(&dump, "9898", "podinfo", Some("canary")).is_none());
     }
 }

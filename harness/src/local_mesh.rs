@@ -575,7 +575,11 @@ impl LocalMesh {
             .map(|e| {
                 let name = envoy_config::route_config_name(&self.routing, *e);
                 let domain = envoy_config::authority(&self.routing, *e);
-                (*e, config_dump::observed_route(&dump, &name, &domain))
+                let split = self.routing.split_route_name();
+                (
+                    *e,
+                    config_dump::observed_route(&dump, &name, &domain, split),
+                )
             })
             .collect())
     }

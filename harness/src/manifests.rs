@@ -104,7 +104,10 @@ pub struct ServicePort {
 /// Everything in the manifests folder.
 #[derive(Debug, Clone, Default)]
 pub struct Manifests {
+    /// The first source (the folder of a scenario that names one).
     pub dir: PathBuf,
+    /// Every folder and file read, in order.
+    pub sources: Vec<PathBuf>,
     /// Every object, in the order of files (sorted by name) and documents.
     pub objects: Vec<Located<serde_json::Value>>,
     pub virtual_services: Vec<Located<VirtualService>>,
@@ -117,37 +120,45 @@ pub struct Manifests {
 impl Manifests {
     /// Reads every `.yaml`/`.yml` file of `dir`; reports every problem found, not just the first.
     pub fn load(dir: &Path) -> Result<Self, InputErrors> {
-        let entries = std::fs::read_dir(dir).map_err(|e| {
-            InputError::new(
-                dir,
-                "",
-                format!("cannot read the manifests folder: {e}"),
-                "point the scenario's `manifests` at a folder of Kubernetes YAML files",
-            )
-        })?;
-        let mut files: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
-            .collect();
-        files.sort();
-        if files.is_empty() {
-            return Err(InputError::new(
-                dir,
-                "",
-                "the manifests folder has no .yaml files",
-                "point the scenario's `manifests` at the folder that holds the routing resources",
-            )
-            .into());
+        Self::load_all(&[dir.to_path_buf()])
+    }
+
+    /// Reads each source in order: a folder (its `.yaml`/`.yml` files, by name) or one file.
+    /// An object that two sources both define is refused: which one applies would be a guess.
+    pub fn load_all(sources: &[PathBuf]) -> Result<Self, InputErrors> {
+        let mut files: Vec<PathBuf> = Vec::new();
+        for source in sources {
+            files.extend(yaml_files(source)?);
         }
         let mut manifests = Manifests {
-            dir: dir.to_path_buf(),
+            dir: sources.first().cloned().unwrap_or_default(),
+            sources: sources.to_vec(),
             ..Default::default()
         };
         let mut errors = Vec::new();
+        let mut read = std::collections::BTreeSet::new();
         for file in files {
+            // A file named on its own and inside a listed folder is read once.
+            if !read.insert(file.clone()) {
+                continue;
+            }
             match read_documents(&file) {
                 Ok(docs) => {
                     for (document, value) in docs.into_iter().enumerate() {
+                        if let Some(first) = manifests.same_object(&value) {
+                            errors.push(InputError::new(
+                                &file,
+                                doc_field(document, "metadata.name"),
+                                format!(
+                                    "{} `{}` is also defined in {}",
+                                    value["kind"].as_str().unwrap_or("the object"),
+                                    value["metadata"]["name"].as_str().unwrap_or_default(),
+                                    first.display()
+                                ),
+                                "list each object once: drop one of the two files from the scenario's `manifests`",
+                            ));
+                            continue;
+                        }
                         if let Err(e) = manifests.add(&file, document, value) {
                             errors.extend(e);
                         }
@@ -161,6 +172,32 @@ impl Manifests {
         } else {
             Err(InputErrors(errors))
         }
+    }
+
+    /// Where the manifests came from, for messages.
+    pub fn describe_sources(&self) -> String {
+        self.sources
+            .iter()
+            .map(|s| s.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The file that already holds an object of the same kind, namespace and name.
+    fn same_object(&self, value: &serde_json::Value) -> Option<&Path> {
+        let key = |v: &serde_json::Value| {
+            (
+                v["kind"].as_str().map(str::to_string),
+                v["metadata"]["namespace"].as_str().map(str::to_string),
+                v["metadata"]["name"].as_str().map(str::to_string),
+            )
+        };
+        let wanted = key(value);
+        wanted.2.as_ref()?;
+        self.objects
+            .iter()
+            .find(|o| key(&o.value) == wanted)
+            .map(|o| o.file.as_path())
     }
 
     fn add(
@@ -265,6 +302,36 @@ impl Manifests {
     }
 }
 
+/// The YAML files of a source: a folder's `.yaml`/`.yml` files by name, or the file itself.
+fn yaml_files(source: &Path) -> Result<Vec<PathBuf>, InputError> {
+    if source.is_file() {
+        return Ok(vec![source.to_path_buf()]);
+    }
+    let entries = std::fs::read_dir(source).map_err(|e| {
+        InputError::new(
+            source,
+            "",
+            format!("cannot read the manifests: {e}"),
+            "point the scenario's `manifests` at a folder of Kubernetes YAML files (or a list of folders and files)",
+        )
+    })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(InputError::new(
+            source,
+            "",
+            "the manifests folder has no .yaml files",
+            "point the scenario's `manifests` at the folder that holds the routing resources",
+        ));
+    }
+    Ok(files)
+}
+
 /// Parses a multi-document YAML file; comment-only documents are skipped.
 fn read_documents(file: &Path) -> Result<Vec<serde_json::Value>, InputError> {
     let text = std::fs::read_to_string(file).map_err(|e| {
@@ -340,6 +407,37 @@ mod tests {
         let svc = &m.services[0].value;
         assert_eq!(svc.spec.ports[0].name.as_deref(), Some("http"));
         assert_eq!(svc.spec.ports[0].port, 9898);
+    }
+
+    #[test]
+    fn a_list_of_files_and_folders_is_read_in_order_and_each_file_once() {
+        let project = project_manifests();
+        let sources = vec![
+            project.join("namespace.yaml"),
+            project.clone(),
+            project.join("gateway.yaml"),
+        ];
+        let m = Manifests::load_all(&sources).unwrap();
+        assert_eq!(m.objects.len(), 7, "no file read twice");
+        assert_eq!(m.objects[0].value["kind"], "Namespace");
+        assert!(m.describe_sources().contains("namespace.yaml"));
+        // The subfolders of a listed folder are not read: they are other scenarios' manifests.
+        let ab = Manifests::load_all(&[project.join("ab-header")]).unwrap();
+        assert_eq!(ab.virtual_services.len(), 1);
+    }
+
+    #[test]
+    fn an_object_defined_in_two_sources_is_refused() {
+        let project = project_manifests();
+        let err = Manifests::load_all(&[project.clone(), project.join("ab-header")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ab-header/virtual-service.yaml"), "{err}");
+        assert!(
+            err.contains("VirtualService `podinfo` is also defined in"),
+            "{err}"
+        );
+        assert!(err.contains("drop one of the two files"), "{err}");
     }
 
     #[test]

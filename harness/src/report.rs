@@ -168,6 +168,18 @@ pub struct TimeBucket {
     pub errors: u64,
 }
 
+impl EntryReport {
+    /// The entry point, with the traffic class when the scenario declares classes:
+    /// `ingress` or `ingress · insiders`. Names a test uniquely within its stage.
+    pub fn label(&self) -> String {
+        if self.class == crate::scenario::DEFAULT_CLASS {
+            self.entry.to_string()
+        } else {
+            format!("{} · {}", self.entry, self.class)
+        }
+    }
+}
+
 impl Report {
     pub fn read(path: &Path) -> anyhow::Result<Self> {
         let text =
@@ -249,7 +261,7 @@ pub fn terminal_table(report: &Report) -> String {
                 .collect();
             rows.push([
                 stage.name.clone(),
-                e.entry.to_string(),
+                e.label(),
                 weights.join(" / "),
                 pct(e.expected_share),
                 pct(e.observed_share),
@@ -290,7 +302,7 @@ pub fn terminal_table(report: &Report) -> String {
         }
     }
     for e in report.failed_entries() {
-        let _ = writeln!(out, "FAIL {} / {}: {}", e.stage_name, e.entry, e.reason);
+        let _ = writeln!(out, "FAIL {} / {}: {}", e.stage_name, e.label(), e.reason);
     }
     let _ = writeln!(out, "{}", crate::render::headline(report));
     out

@@ -136,7 +136,7 @@ impl Routing {
                     format!(
                         "no VirtualService `{}` in {}",
                         scenario.virtual_service,
-                        manifests.dir.display()
+                        manifests.describe_sources()
                     ),
                     format!(
                         "name one of the VirtualServices there: {}",
@@ -266,7 +266,7 @@ impl Routing {
                     "virtual_service",
                     format!(
                         "no DestinationRule for host `{host}` in {}",
-                        manifests.dir.display()
+                        manifests.describe_sources()
                     ),
                     "add a DestinationRule with `host` and the subsets of the split".into(),
                 )
@@ -393,6 +393,13 @@ impl Routing {
         })
     }
 
+    /// The name of the HTTP route whose weights the stages set, if it has one.
+    pub fn split_route_name(&self) -> Option<&str> {
+        self.virtual_service.value.spec.http()[self.route_index]
+            .name
+            .as_deref()
+    }
+
     /// The entry points this VirtualService is bound to, north-south first.
     pub fn entry_points(&self) -> Vec<EntryPoint> {
         let mut out = Vec::new();
@@ -443,7 +450,10 @@ impl Routing {
                         }
                     }
                 }
-                for d in route["route"].as_array_mut().into_iter().flatten() {
+                // `get_mut`, not `route["route"]`: indexing would add `route: null` to routes
+                // that redirect, answer directly or delegate.
+                let dests = route.get_mut("route").and_then(Value::as_array_mut);
+                for d in dests.into_iter().flatten() {
                     if let Some(subset) = ours(d) {
                         set_response_header(d, SUBSET_HEADER, &subset);
                     }
@@ -613,6 +623,9 @@ fn host_matches(pattern: &str, host: &str) -> bool {
 }
 
 #[cfg(test)]
+mod every_field_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use rstest::rstest;
@@ -621,7 +634,7 @@ mod tests {
     fn tutorial() -> (Scenario, Manifests) {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/tutorial.yaml");
         let scenario = Scenario::load(&path).unwrap();
-        let manifests = Manifests::load(&scenario.manifests).unwrap();
+        let manifests = Manifests::load_all(&scenario.manifests).unwrap();
         (scenario, manifests)
     }
 
@@ -736,7 +749,7 @@ mod tests {
             Ok(s) => s,
             Err(e) => panic!("{e}"),
         };
-        let manifests = Manifests::load(&scenario.manifests).unwrap();
+        let manifests = Manifests::load_all(&scenario.manifests).unwrap();
         let err = Routing::resolve(&scenario, manifests).unwrap_err();
         assert_eq!(err.0[0].field, field, "{err}");
         assert_eq!(err.0[0].file, path);

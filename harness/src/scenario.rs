@@ -23,7 +23,7 @@ struct ScenarioFile {
     name: String,
     #[serde(default)]
     description: Option<String>,
-    manifests: PathBuf,
+    manifests: ManifestsFile,
     virtual_service: String,
     #[serde(default)]
     route: Option<String>,
@@ -42,6 +42,14 @@ struct ScenarioFile {
     classes: Option<Vec<ClassFile>>,
     #[serde(default)]
     local: Option<LocalFile>,
+}
+
+/// One folder or file of manifests, or a list of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum ManifestsFile {
+    One(PathBuf),
+    Many(Vec<PathBuf>),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -243,8 +251,9 @@ pub struct Scenario {
     pub file: PathBuf,
     pub name: String,
     pub description: Option<String>,
-    /// Absolute, resolved against the scenario file's folder.
-    pub manifests: PathBuf,
+    /// Folders (every `.yaml` file in them) and files of manifests, in order; absolute,
+    /// resolved against the scenario file's folder.
+    pub manifests: Vec<PathBuf>,
     pub virtual_service: String,
     pub route: Option<String>,
     pub baseline: String,
@@ -642,12 +651,30 @@ fn check(path: &Path, file: ScenarioFile) -> Result<Scenario, InputErrors> {
         return Err(InputErrors(errors));
     }
     let base = path.parent().unwrap_or(Path::new("."));
-    let manifests = if file.manifests.is_absolute() {
-        file.manifests.clone()
-    } else {
-        base.join(&file.manifests)
+    let listed = match file.manifests {
+        ManifestsFile::One(p) => vec![p],
+        ManifestsFile::Many(list) => list,
     };
-    let manifests = std::path::absolute(&manifests).unwrap_or(manifests);
+    if listed.is_empty() {
+        return Err(InputError::new(
+            path,
+            "manifests",
+            "`manifests` lists nothing",
+            "name the folder of the manifests, e.g. `manifests: ../manifests`, or a list of folders and files",
+        )
+        .into());
+    }
+    let manifests = listed
+        .iter()
+        .map(|m| {
+            let joined = if m.is_absolute() {
+                m.clone()
+            } else {
+                base.join(m)
+            };
+            std::path::absolute(&joined).unwrap_or(joined)
+        })
+        .collect();
     Ok(Scenario {
         file: path.to_path_buf(),
         name: file.name,
@@ -690,10 +717,33 @@ mod tests {
             .map(|st| st.expected_share(&s.canary))
             .collect();
         assert_eq!(shares, vec![0.0, 0.1, 0.6, 1.0]);
-        assert!(s.manifests.ends_with("manifests"));
-        assert!(s.manifests.is_absolute());
+        assert_eq!(s.manifests.len(), 1);
+        assert!(s.manifests[0].ends_with("manifests"));
+        assert!(s.manifests[0].is_absolute());
         assert_eq!(s.budget, Budget::default());
         assert_eq!(s.stages[1].expect, s.stages[1].weights);
+    }
+
+    #[rstest]
+    #[case::one_folder("manifests: ../manifests\n", 1)]
+    #[case::a_list("manifests: [../manifests/service.yaml, ../manifests/ab-header]\n", 2)]
+    fn manifests_are_a_folder_or_a_list(#[case] line: &str, #[case] n: usize) {
+        let text = format!(
+            "name: t\n{line}virtual_service: podinfo\nbaseline: ga\ncanary: canary\nstages:\n  - name: a\n    weights: {{ ga: 100 }}\n"
+        );
+        let s = parse(&text).unwrap();
+        assert_eq!(s.manifests.len(), n);
+        assert!(s.manifests.iter().all(|m| m.is_absolute()));
+    }
+
+    #[test]
+    fn an_empty_manifests_list_is_refused() {
+        let text = "name: t\nmanifests: []\nvirtual_service: podinfo\nbaseline: ga\ncanary: canary\nstages:\n  - name: a\n    weights: { ga: 100 }\n";
+        let err = parse(text).unwrap_err().to_string();
+        assert!(
+            err.contains("manifests") && err.contains("lists nothing"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -348,7 +348,7 @@ mod tests {
     fn tutorial() -> (Scenario, Routing) {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/tutorial.yaml");
         let scenario = Scenario::load(&path).unwrap();
-        let manifests = Manifests::load(&scenario.manifests).unwrap();
+        let manifests = Manifests::load_all(&scenario.manifests).unwrap();
         let routing = Routing::resolve(&scenario, manifests).unwrap();
         (scenario, routing)
     }

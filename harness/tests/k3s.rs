@@ -94,7 +94,7 @@ fn skip_without_docker(test: &str) -> bool {
 fn tutorial_routing() -> Routing {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/tutorial.yaml");
     let scenario = Scenario::load(&path).unwrap();
-    let manifests = Manifests::load(&scenario.manifests).unwrap();
+    let manifests = Manifests::load_all(&scenario.manifests).unwrap();
     Routing::resolve(&scenario, manifests).unwrap()
 }
 

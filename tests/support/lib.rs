@@ -45,18 +45,34 @@ pub fn xtask() -> assert_cmd::Command {
     cmd
 }
 
-/// Writes a scenario next to a copy of the project's manifests, so tests can change either.
+/// Writes a scenario next to a copy of the project's manifests (subfolders included), so tests
+/// can change either.
 pub fn scenario_in(dir: &Path, scenario: &str) -> PathBuf {
-    let manifests = dir.join("manifests");
-    std::fs::create_dir_all(&manifests).expect("creating manifests copy");
-    for entry in std::fs::read_dir(root().join("manifests")).expect("reading manifests") {
-        let path = entry.expect("manifest entry").path();
-        std::fs::copy(&path, manifests.join(path.file_name().expect("file name")))
-            .expect("copying a manifest");
-    }
+    copy_tree(&root().join("manifests"), &dir.join("manifests"));
     let path = dir.join("scenario.yaml");
     std::fs::write(&path, scenario).expect("writing the scenario");
     path
+}
+
+/// A project scenario written into `dir` next to its manifests' copy: `scenarios/<name>.yaml`
+/// with its `../manifests` paths pointing at the copy.
+pub fn project_scenario_in(dir: &Path, name: &str) -> PathBuf {
+    let text = std::fs::read_to_string(root().join("scenarios").join(format!("{name}.yaml")))
+        .expect("reading a project scenario");
+    scenario_in(dir, &text.replace("../manifests", "manifests"))
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("creating a manifests copy");
+    for entry in std::fs::read_dir(from).expect("reading manifests") {
+        let path = entry.expect("manifest entry").path();
+        let target = to.join(path.file_name().expect("file name"));
+        if path.is_dir() {
+            copy_tree(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).expect("copying a manifest");
+        }
+    }
 }
 
 /// Reads `report.json` of a run.

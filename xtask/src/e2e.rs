@@ -52,7 +52,7 @@ pub fn prepare(walk: &WalkArgs, report_dir: Option<&Path>) -> anyhow::Result<Pre
         root.join(&walk.scenario)
     };
     let scenario = Scenario::load(&path)?;
-    let manifests = Manifests::load(&scenario.manifests)?;
+    let manifests = Manifests::load_all(&scenario.manifests)?;
     let routing = Routing::resolve(&scenario, manifests)?;
     let plans = harness::run::plan_tests(&scenario, routing.entry_points().len())?;
     let report_dir = match report_dir {

@@ -125,6 +125,7 @@ pub(super) fn views() -> Vec<ProxyView> {
             },
             route_config: gateway::route_config_name(8080),
             domain: "podinfo.example.com".into(),
+            split: Some("canary-split".into()),
         },
         ProxyView {
             entry: EntryPoint::Mesh,
@@ -135,6 +136,7 @@ pub(super) fn views() -> Vec<ProxyView> {
             },
             route_config: "9898".into(),
             domain: "podinfo.test.svc.cluster.local".into(),
+            split: Some("canary-split".into()),
         },
     ]
 }

@@ -142,7 +142,7 @@ fn test_probe(max: u64, concurrency: usize) -> crate::prober::Probe {
 fn tutorial_routing() -> Routing {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/tutorial.yaml");
     let scenario = Scenario::load(&path).unwrap();
-    let manifests = Manifests::load(&scenario.manifests).unwrap();
+    let manifests = Manifests::load_all(&scenario.manifests).unwrap();
     Routing::resolve(&scenario, manifests).unwrap()
 }
 
@@ -293,7 +293,8 @@ fn sidecar_dump(chain_pem: &str) -> Value {
 fn a_sidecar_dump_yields_the_weights_and_the_workload_chain() {
     let dump = sidecar_dump("-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n");
     let routing = tutorial_routing();
-    let o = config_dump::observed_route(&dump, &routing.port.to_string(), &routing.host).unwrap();
+    let o =
+        config_dump::observed_route(&dump, &routing.port.to_string(), &routing.host, None).unwrap();
     let weights: Weights = [("ga".to_string(), 100), ("canary".to_string(), 0)].into();
     assert!(config_dump::matches_weights(&o, &weights));
     let chain = proxy::workload_chain(&dump).unwrap();

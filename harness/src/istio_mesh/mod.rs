@@ -140,6 +140,8 @@ struct ProxyView {
     proxy: ProxyRef,
     route_config: String,
     domain: String,
+    /// The split route's name, where it has one.
+    split: Option<String>,
 }
 
 /// Polls the config_dump of every proxy until each routes with `weights` (weight-0
@@ -167,7 +169,12 @@ async fn await_proxy_weights(
         for v in views {
             let state = match dumps.dump(&v.proxy).await {
                 Ok(dump) => {
-                    let observed = config_dump::observed_route(&dump, &v.route_config, &v.domain);
+                    let observed = config_dump::observed_route(
+                        &dump,
+                        &v.route_config,
+                        &v.domain,
+                        v.split.as_deref(),
+                    );
                     let matches = observed
                         .as_ref()
                         .is_some_and(|o| config_dump::matches_weights(o, weights));
@@ -551,6 +558,7 @@ impl IstioMesh {
                     },
                     route_config: self.routing.port.to_string(),
                     domain: self.routing.host.clone(),
+                    split: self.routing.split_route_name().map(str::to_string),
                 });
                 Ok(())
             }
@@ -573,6 +581,7 @@ impl IstioMesh {
                     },
                     route_config: gateway::route_config_name(port),
                     domain: host.clone(),
+                    split: self.routing.split_route_name().map(str::to_string),
                 });
                 Ok(())
             }

@@ -206,7 +206,7 @@ pub fn html(report: &Report) -> anyhow::Result<String> {
             "<li><span class=\"{class}\">{word}</span> {}. {} / {}: {}{}</li>",
             e.stage + 1,
             escape(&e.stage_name),
-            e.entry,
+            escape(&e.label()),
             escape(&e.reason),
             if e.errors > 0 {
                 format!(

@@ -72,7 +72,7 @@ fn entry_case(report: &Report, e: &EntryReport) -> TestCase {
             .set_description(details(report, e));
         status
     };
-    let mut case = TestCase::new(format!("{} / {}", e.stage_name, e.entry), status);
+    let mut case = TestCase::new(format!("{} / {}", e.stage_name, e.label()), status);
     case.set_classname(classname(report))
         .set_time(seconds(e.wall_time_s))
         .set_assertions(1)

@@ -51,7 +51,7 @@ pub fn markdown(report: &Report) -> String {
                 out,
                 "- ❌ **{} / {}**: {}",
                 cell(&e.stage_name),
-                e.entry,
+                cell(&e.label()),
                 cell(&e.reason)
             );
         }

@@ -119,7 +119,7 @@ fn rows(report: &Report) -> Vec<Row> {
         .flat_map(|stage| stage.entries.iter().map(move |e| (stage, e)))
         .map(|(stage, e)| Row {
             stage: format!("{}. {}", stage.index + 1, stage.name),
-            entry: e.entry.to_string(),
+            entry: e.label(),
             weights: weights(report, e),
             expected: pct(e.expected_share),
             observed: pct(e.observed_share),

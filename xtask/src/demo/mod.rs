@@ -109,7 +109,7 @@ impl Narrator {
                     rows.push([
                         format!("{subset} ({})", self.versions[k.min(1)]),
                         format!("{}. {}", stage.index + 1, stage.name),
-                        e.entry.to_string(),
+                        e.label(),
                         l.count.to_string(),
                         format!("{:.1}", l.p50_ms),
                         format!("{:.1}", l.p90_ms),
