@@ -181,6 +181,39 @@ fn a_stage_expecting_20_points_less_canary_fails_with_a_clear_reason() {
     );
 }
 
+/// A 5-point misroute (δ, the smallest the budget promises to catch) in either direction,
+/// with the production budget. Each entry point catches it with probability ≥ 1 − β = 0.999,
+/// and the run fails if either does: it passes with probability ≤ 1e-6.
+#[rstest::rstest]
+#[case::canary_gets_5_points_less(55)]
+#[case::canary_gets_5_points_more(45)]
+fn a_5_point_misroute_fails_the_run(#[case] expected_canary: u32) {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = scenario_in(
+        dir.path(),
+        &format!(
+            "name: off-by-5\nmanifests: manifests\nvirtual_service: podinfo\nbaseline: ga\ncanary: canary\n\
+             stages:\n  - name: half\n    weights: {{ ga: 50, canary: 50 }}\n    expect: {{ ga: {}, canary: {expected_canary} }}\n",
+            100 - expected_canary
+        ),
+    );
+    let reports = dir.path().join("reports");
+    e2e_local(&scenario, &reports)
+        .code(1)
+        .stdout(contains("FAILED: scenario `off-by-5`"));
+    let report = read_report(&reports);
+    let entries = report["stages"][0]["entries"].as_array().unwrap();
+    let failed: Vec<&serde_json::Value> = entries.iter().filter(|e| e["passed"] == false).collect();
+    assert!(!failed.is_empty());
+    for e in failed {
+        let reason = e["reason"].as_str().unwrap();
+        assert!(
+            reason.contains(&format!("expected {expected_canary} %")),
+            "{reason}"
+        );
+    }
+}
+
 #[test]
 fn failed_requests_count_for_no_version_and_slow_backends_show_in_latency() {
     let dir = tempfile::tempdir().unwrap();

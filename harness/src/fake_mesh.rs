@@ -1,7 +1,10 @@
 //! An in-process mesh for tests of the session and the walk: it executes a small plan of its
-//! own (a start and a wait), routes every request with the weights last applied (seeded, so a
-//! test is repeatable) and answers with the subset's version, optionally slowly.
+//! own (a start and a wait), routes every request on its own with the weights last applied
+//! (seeded, so a test is repeatable) and answers with the subset's version, optionally slowly,
+//! off by a few points, or failing some requests of a subset (which still carry its header, as
+//! Envoy's answers do).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,6 +30,16 @@ struct Routes {
     delay: Duration,
     /// The stage stamp answers carry: what the last apply set.
     stamp: Arc<Mutex<String>>,
+    faults: Faults,
+}
+
+/// How the fake mesh misbehaves.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Added to the canary's share of every request (in [-1, 1]; the result is clamped).
+    pub canary_shift: f64,
+    /// Per subset, the probability that a request it serves fails with HTTP 503.
+    pub error_rates: BTreeMap<String, f64>,
 }
 
 pub struct FakeMesh {
@@ -37,6 +50,11 @@ pub struct FakeMesh {
 
 /// The plan of a fake mesh: a process and its wait, then the entry points.
 pub fn plan(routing: &Routing, delay: Duration, seed: u64) -> Planned {
+    plan_with(routing, delay, seed, Faults::default())
+}
+
+/// The plan of a fake mesh with faults.
+pub fn plan_with(routing: &Routing, delay: Duration, seed: u64, faults: Faults) -> Planned {
     let versions: Vec<(String, String)> = routing
         .subsets
         .iter()
@@ -53,6 +71,7 @@ pub fn plan(routing: &Routing, delay: Duration, seed: u64) -> Planned {
             rng: Arc::new(Mutex::new(StdRng::seed_from_u64(seed))),
             delay,
             stamp: Arc::new(Mutex::new(String::new())),
+            faults,
         },
         entries: routing.entry_points(),
         executed: Vec::new(),
@@ -111,21 +130,21 @@ impl Target for FakeTarget {
             }
             let weights = self.routes.weights.lock().expect("weights").clone();
             let total: u32 = weights.values().sum();
-            let draw = self
-                .routes
-                .rng
-                .lock()
-                .expect("rng")
-                .random_range(0..total.max(1));
-            let mut acc = 0;
-            let mut subset = None;
-            for (name, _) in &self.routes.versions {
-                acc += weights.get(name).copied().unwrap_or(0);
-                if draw < acc {
-                    subset = Some(name.clone());
-                    break;
-                }
-            }
+            let (canary, baseline) = (&self.routes.versions[1].0, &self.routes.versions[0].0);
+            let share =
+                f64::from(weights.get(canary).copied().unwrap_or(0)) / f64::from(total.max(1));
+            let share = (share + self.routes.faults.canary_shift).clamp(0.0, 1.0);
+            let (draw, fail_draw) = {
+                let mut rng = self.routes.rng.lock().expect("rng");
+                (rng.random::<f64>(), rng.random::<f64>())
+            };
+            let subset = if total == 0 {
+                None
+            } else if draw < share {
+                Some(canary.clone())
+            } else {
+                Some(baseline.clone())
+            };
             let reported = subset.as_ref().and_then(|s| {
                 self.routes
                     .versions
@@ -133,15 +152,21 @@ impl Target for FakeTarget {
                     .find(|(n, _)| n == s)
                     .map(|(_, v)| v.clone())
             });
+            let error_rate = subset
+                .as_ref()
+                .and_then(|s| self.routes.faults.error_rates.get(s))
+                .copied()
+                .unwrap_or(0.0);
+            let failed = fail_draw < error_rate;
             let sample = Sample {
                 seq,
                 at_ms: started.elapsed().as_secs_f64() * 1e3,
                 latency_ms: 1.0,
-                status: Some(200),
+                status: Some(if failed { 503 } else { 200 }),
                 subset,
                 stamp: Some(self.routes.stamp.lock().expect("stamp").clone()),
-                reported,
-                error: None,
+                reported: if failed { None } else { reported },
+                error: failed.then(|| "HTTP 503".to_string()),
             };
             if sink.send(sample).is_err() {
                 break;

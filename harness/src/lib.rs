@@ -31,6 +31,8 @@ pub mod run;
 pub mod scenario;
 pub mod sequential;
 pub mod session;
+#[cfg(test)]
+mod simulation_tests;
 pub mod stats;
 pub mod steps;
 pub mod tally;

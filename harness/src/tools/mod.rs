@@ -94,6 +94,21 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    /// The split statistics assume each request's weighted cluster is an independent draw
+    /// (README, "The statistics"): Envoy 1.40 picks it from the stream's random id (BoringSSL
+    /// `RAND_bytes`) in `weighted_cluster_specifier.cc`, and retries stay on that cluster
+    /// (`refresh_cluster_on_retry` is off by default). Newer Envoy adds health- and retry-aware
+    /// weighted picking, which would break that model. Before moving the pin, re-read those
+    /// sources for the new release, then update this test and the README.
+    #[test]
+    fn the_envoy_pin_is_the_release_whose_weighted_picking_was_checked() {
+        assert_eq!(
+            ENVOY_VERSION, "1.40.0",
+            "the Envoy pin moved: re-check how the new release picks weighted clusters"
+        );
+        assert!(ENVOY_WHEEL.contains(ENVOY_VERSION));
+    }
+
     fn make(dir: &Path, name: &str, mode: u32) -> PathBuf {
         let p = dir.join(name);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
