@@ -283,6 +283,7 @@ fn report(failing: &[&str], aborted_after: Option<usize>) -> Report {
             converge_s: 0.01,
             passed: results.iter().all(|r| r.passed),
             entries: results,
+            gates: Vec::new(),
         });
     }
     let aborted = aborted_after.map(|_| "stage `canary promotion`: Envoy exited <signal 9>".into());
@@ -307,6 +308,10 @@ fn report(failing: &[&str], aborted_after: Option<usize>) -> Report {
         setup: Vec::new(),
         cluster_changes: Default::default(),
         stages,
+        rollbacks: Vec::new(),
+        skipped_stages: Vec::new(),
+        expected_rollback: None,
+        problems: Vec::new(),
         wall_time_s: t,
     }
 }

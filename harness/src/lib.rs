@@ -14,6 +14,7 @@ pub mod fake_api;
 #[cfg(test)]
 mod fake_mesh;
 pub mod gate_stats;
+pub mod gates;
 pub mod input_error;
 pub mod invocation;
 pub mod istio;

@@ -13,7 +13,8 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::routing::EntryPoint;
-use crate::scenario::Design;
+use crate::gates::GateReport;
+use crate::scenario::{Design, ExpectRollback};
 use crate::scenario::Weights;
 use crate::stats::Budget;
 use crate::verdict::TestPlan;
@@ -51,7 +52,42 @@ pub struct Report {
     #[serde(default)]
     pub cluster_changes: ClusterChanges,
     pub stages: Vec<StageReport>,
+    /// Every rollback, in order: why, and the measurement that proves it.
+    #[serde(default)]
+    pub rollbacks: Vec<RollbackReport>,
+    /// Stages a rollback skipped (their indexes): the walk resumed at the next new build.
+    #[serde(default)]
+    pub skipped_stages: Vec<usize>,
+    /// The rollback the scenario expects its gates to cause.
+    #[serde(default)]
+    pub expected_rollback: Option<ExpectRollback>,
+    /// Why the run failed beyond its stages: a missed expected rollback, an unverified
+    /// rollback, a transition that dropped requests.
+    #[serde(default)]
+    pub problems: Vec<String>,
     pub wall_time_s: f64,
+}
+
+/// A rollback: the baseline weights applied after a failed stage, and the zero-leak check that
+/// the canary then gets no traffic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RollbackReport {
+    /// The stage that failed (index).
+    pub after_stage: usize,
+    pub stage_name: String,
+    /// What failed, in one sentence.
+    pub because: String,
+    /// The gates that failed there.
+    pub failed_gates: Vec<String>,
+    pub weights: Weights,
+    pub stamp: String,
+    pub converge_s: f64,
+    /// The zero-leak tests of the rolled-back routing, per entry point and class.
+    pub entries: Vec<EntryReport>,
+    /// Every zero-leak test passed: the canary got no traffic.
+    pub verified: bool,
+    /// The stage the walk resumed at (the next one shipping a new canary build), if any.
+    pub resumed_at: Option<usize>,
 }
 
 /// The value of `aborted` when Ctrl-C or SIGTERM stopped the run.
@@ -92,6 +128,37 @@ pub struct StageReport {
     pub stamp: String,
     pub passed: bool,
     pub entries: Vec<EntryReport>,
+    /// The SLO gates judged at this stage, on its answers pooled per subset.
+    #[serde(default)]
+    pub gates: Vec<GateReport>,
+}
+
+impl StageReport {
+    /// The names of the gates that failed.
+    pub fn failed_gates(&self) -> Vec<String> {
+        self.gates
+            .iter()
+            .filter(|g| !g.passed)
+            .map(|g| g.gate.clone())
+            .collect()
+    }
+
+    /// What failed at this stage, in one sentence; empty if nothing did.
+    pub fn failures(&self) -> String {
+        let mut parts: Vec<String> = self
+            .gates
+            .iter()
+            .filter(|g| !g.passed)
+            .map(|g| format!("gate `{}` ({}): {}", g.gate, g.asks, g.judgement.reason))
+            .collect();
+        parts.extend(
+            self.entries
+                .iter()
+                .filter(|e| !e.passed)
+                .map(|e| format!("{}: {}", e.label(), e.reason)),
+        );
+        parts.join("; ")
+    }
 }
 
 /// One test: a stage's traffic class on one entry point.
@@ -181,6 +248,58 @@ impl EntryReport {
 }
 
 impl Report {
+    /// Decides whether the run passed, once the walk is over: every planned stage walked (or
+    /// skipped by a rollback that resumed later) and passed, except the stage where the
+    /// scenario expects its gate to cause a rollback, which must fail that gate and only it;
+    /// every rollback proved; no other problem.
+    pub fn conclude(&mut self, planned_stages: usize) {
+        if let Some(expected) = self.expected_rollback.clone() {
+            let happened = self.rollbacks.iter().find(|r| r.after_stage == expected.stage);
+            match happened {
+                None => self.problems.push(format!(
+                    "expected gate `{}` to roll the canary back at stage {}, but {}",
+                    expected.gate,
+                    expected.stage + 1,
+                    match self.stages.iter().find(|s| s.index == expected.stage) {
+                        Some(s) if s.passed => format!(
+                            "stage {} `{}` passed: the canary slipped through",
+                            expected.stage + 1,
+                            s.name
+                        ),
+                        Some(_) => "no rollback happened".to_string(),
+                        None => "the walk never reached that stage".to_string(),
+                    }
+                )),
+                Some(r) if !r.failed_gates.contains(&expected.gate) => self.problems.push(format!(
+                    "expected gate `{}` to roll the canary back at stage {}, but it rolled back because {}",
+                    expected.gate,
+                    expected.stage + 1,
+                    r.because
+                )),
+                Some(_) => {}
+            }
+        }
+        for r in &self.rollbacks {
+            if !r.verified {
+                self.problems.push(format!(
+                    "the rollback after stage {} did not take the canary out of the traffic",
+                    r.after_stage + 1
+                ));
+            }
+        }
+        let expected_failure = |s: &StageReport| {
+            self.expected_rollback.as_ref().is_some_and(|x| {
+                x.stage == s.index
+                    && s.entries.iter().all(|e| e.passed)
+                    && s.failed_gates() == vec![x.gate.clone()]
+                    && self.rollbacks.iter().any(|r| r.after_stage == s.index)
+            })
+        };
+        let stages_ok = self.stages.iter().all(|s| s.passed || expected_failure(s));
+        let walked = self.stages.len() + self.skipped_stages.len() == planned_stages;
+        self.passed = self.aborted.is_none() && walked && stages_ok && self.problems.is_empty();
+    }
+
     pub fn read(path: &Path) -> anyhow::Result<Self> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;

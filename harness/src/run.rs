@@ -16,9 +16,9 @@ use tokio_util::sync::CancellationToken;
 use crate::input_error::{InputError, InputErrors};
 use crate::mesh::Mesh;
 use crate::prober::{Probe, Sample, Target};
-use crate::report::{EntryReport, Report, ResultsLog, StageReport};
+use crate::report::{EntryReport, Report, ResultsLog, RollbackReport, StageReport};
 use crate::routing::{EntryPoint, Routing, Staged};
-use crate::scenario::{Identify, Scenario, Stage};
+use crate::scenario::{Identify, OnFailure, Scenario, Stage};
 use crate::steps::Step;
 use crate::tally::{PerSubset, Tally, TestContext};
 use crate::verdict::{self, TestPlan, Verdict};
@@ -62,6 +62,8 @@ pub trait Observer: Send + Sync {
     fn sample(&self, _stage: &Stage, _entry: EntryPoint, _class: &str, _sample: &Sample) {}
     fn entry_done(&self, _stage: &Stage, _result: &EntryReport) {}
     fn stage_done(&self, _stage: &StageReport) {}
+    /// A failed stage was rolled back, and the rollback measured.
+    fn rolled_back(&self, _rollback: &RollbackReport) {}
 }
 
 /// The plan of every test, by stage and class, made before anything starts.
@@ -135,6 +137,10 @@ pub fn new_report(scenario: &Scenario, routing: &Routing, mesh: &str) -> Report 
         setup: Vec::new(),
         cluster_changes: Default::default(),
         stages: Vec::new(),
+        rollbacks: Vec::new(),
+        skipped_stages: Vec::new(),
+        expected_rollback: scenario.expect_rollback.clone(),
+        problems: Vec::new(),
         wall_time_s: 0.0,
     }
 }
@@ -154,7 +160,7 @@ pub struct Walk<'a> {
 struct EntryResult {
     reports: Vec<EntryReport>,
     /// Per class, the per-subset samples (for the gates).
-    _per_subset: Vec<BTreeMap<String, PerSubset>>,
+    per_subset: Vec<BTreeMap<String, PerSubset>>,
 }
 
 impl Walk<'_> {
@@ -167,21 +173,128 @@ impl Walk<'_> {
         report: &mut Report,
         log: &mut ResultsLog,
     ) -> anyhow::Result<()> {
+        let stages = &self.scenario.stages;
         let mut current = self
             .routing
             .staged(&self.routing.manifest_weights(), "manifests");
-        for (applied, stage) in self.scenario.stages.iter().enumerate() {
-            let stamp = format!("{}.{}", stage.index + 1, applied + 1);
+        let mut applied = 0;
+        let mut i = 0;
+        while i < stages.len() {
+            let stage = &stages[i];
+            applied += 1;
+            let stamp = format!("{}.{}", stage.index + 1, applied);
             let staged = self.routing.staged(&stage.weights, &stamp);
             let stage_report = self
                 .walk_stage(mesh, stage, &current, &staged, log)
                 .await
                 .with_context(|| format!("stage `{}`", stage.name))?;
             self.observer.stage_done(&stage_report);
+            let failed = !stage_report.passed;
+            let because = stage_report.failures();
+            let failed_gates = stage_report.failed_gates();
             report.stages.push(stage_report);
             current = staged;
+            if failed && self.scenario.on_failure == OnFailure::Rollback {
+                applied += 1;
+                let stamp = format!("{}.{}.rollback", stage.index + 1, applied);
+                let staged = self.routing.staged(&self.scenario.rollback_weights, &stamp);
+                let mut rollback = self
+                    .roll_back(mesh, stage, &current, &staged, log)
+                    .await
+                    .with_context(|| format!("rolling back after stage `{}`", stage.name))?;
+                current = staged;
+                rollback.because = because;
+                rollback.failed_gates = failed_gates;
+                // Resume at the next stage that ships a new canary build; nothing else would
+                // change what just failed.
+                let resume = stages[i + 1..]
+                    .iter()
+                    .position(|s| s.images.contains_key(&self.scenario.canary))
+                    .map(|k| i + 1 + k);
+                let next = resume.unwrap_or(stages.len());
+                report.skipped_stages.extend(i + 1..next);
+                rollback.resumed_at = resume;
+                tracing::warn!(
+                    "rolled back after stage {} `{}` because {}; {}",
+                    stage.index + 1,
+                    stage.name,
+                    rollback.because,
+                    match resume {
+                        Some(r) => format!("resuming at stage {} `{}`", r + 1, stages[r].name),
+                        None => "no later stage ships a new canary build: the walk ends".into(),
+                    }
+                );
+                self.observer.rolled_back(&rollback);
+                report.rollbacks.push(rollback);
+                i = next;
+                continue;
+            }
+            i += 1;
         }
         Ok(())
+    }
+
+    /// Applies the rollback weights after a failed stage and proves, with a zero-leak test
+    /// per entry point and class, that the traffic left the canary.
+    async fn roll_back(
+        &self,
+        mesh: &mut dyn Mesh,
+        failed: &Stage,
+        before: &Staged,
+        staged: &Staged,
+        log: &mut ResultsLog,
+    ) -> anyhow::Result<RollbackReport> {
+        let scenario = self.scenario;
+        let weights = scenario.rollback_weights.clone();
+        let stage = Stage {
+            index: failed.index,
+            name: format!("rollback after {}", failed.name),
+            weights: weights.clone(),
+            expect: weights.clone(),
+            class_expect: scenario
+                .classes
+                .iter()
+                .map(|c| (c.name.clone(), c.expect.clone().unwrap_or_else(|| weights.clone())))
+                .collect(),
+            images: Default::default(),
+            env: Default::default(),
+            backends: Default::default(),
+        };
+        // Only what a rollback can prove: classes now routed to one subset alone.
+        let plans: Vec<(usize, TestPlan)> = scenario
+            .classes
+            .iter()
+            .enumerate()
+            .filter_map(|(c, class)| {
+                let share = stage.class_share(&class.name, &scenario.canary);
+                (share == 0.0 || share == 1.0).then(|| {
+                    verdict::plan_test(
+                        share,
+                        &scenario.budget,
+                        self.plans.alpha_test,
+                        scenario.design,
+                        scenario.look_every,
+                    )
+                    .map(|p| (c, p))
+                })
+            })
+            .collect::<Result<_, _>>()
+            .context("planning the rollback's zero-leak tests")?;
+        let (converge, results, _) = self
+            .apply_and_sample(mesh, &stage, before, staged, &plans, log)
+            .await?;
+        Ok(RollbackReport {
+            after_stage: failed.index,
+            stage_name: failed.name.clone(),
+            because: String::new(),
+            failed_gates: Vec::new(),
+            weights,
+            stamp: staged.stamp.clone(),
+            converge_s: converge.as_secs_f64(),
+            verified: results.iter().all(|r| r.passed),
+            entries: results,
+            resumed_at: None,
+        })
     }
 
     async fn walk_stage(
@@ -201,11 +314,63 @@ impl Walk<'_> {
             stage.name,
             stage.weights
         );
+        let plans: Vec<(usize, TestPlan)> = self.plans.plans[stage.index]
+            .iter()
+            .cloned()
+            .enumerate()
+            .collect();
+        let (converge, results, per_subset) = self
+            .apply_and_sample(mesh, stage, before, staged, &plans, log)
+            .await?;
+        let share = stage.expected_share(&scenario.canary);
+        let gates = crate::gates::judge_stage(
+            &scenario.gates,
+            share,
+            &per_subset,
+            scenario.subsets(),
+            self.plans.alpha_test,
+        );
+        for g in &gates {
+            tracing::info!(
+                "{} gate `{}` ({}): {}",
+                stage.name,
+                g.gate,
+                g.asks,
+                if g.passed { "pass" } else { "FAIL" }
+            );
+        }
+        Ok(StageReport {
+            index: stage.index,
+            name: stage.name.clone(),
+            weights: stage.weights.clone(),
+            expect: stage.expect.clone(),
+            expected_share: share,
+            converge_s: converge.as_secs_f64(),
+            stamp: staged.stamp.clone(),
+            passed: results.iter().all(|r| r.passed) && gates.iter().all(|g| g.passed),
+            entries: results,
+            gates,
+        })
+    }
+
+    /// Applies a VirtualService, waits until every proxy routes with it, then samples every
+    /// entry point at the same time (each with its own concurrency: a stage costs the slower
+    /// one, not the sum), one test per planned class. Returns the time to converge, the tests'
+    /// reports, and their answers pooled per subset (for the gates).
+    async fn apply_and_sample(
+        &self,
+        mesh: &mut dyn Mesh,
+        stage: &Stage,
+        _before: &Staged,
+        staged: &Staged,
+        plans: &[(usize, TestPlan)],
+        log: &mut ResultsLog,
+    ) -> anyhow::Result<(Duration, Vec<EntryReport>, BTreeMap<String, PerSubset>)> {
         let t0 = Instant::now();
         mesh.apply(staged)
             .await
             .context("applying the stage's VirtualService")?;
-        mesh.await_weights(&stage.weights, self.options.converge_timeout)
+        mesh.await_weights(&staged.weights, self.options.converge_timeout)
             .await
             .context("waiting for the proxies to route with the stage's weights")?;
         let converge = t0.elapsed();
@@ -218,17 +383,23 @@ impl Walk<'_> {
         for entry in self.routing.entry_points() {
             targets.push((entry, mesh.target(entry)?));
         }
-        // Every entry point at once, each with its own concurrency: a stage costs the slower
-        // one, not the sum.
-        let sampled = futures::future::join_all(
-            targets
-                .iter()
-                .map(|(entry, target)| self.sample_entry(*entry, target.clone(), stage, staged)),
-        )
+        let sampled = futures::future::join_all(targets.iter().map(|(entry, target)| {
+            self.sample_entry(*entry, target.clone(), stage, staged, plans)
+        }))
         .await;
         let mut results = Vec::new();
+        let mut pooled: BTreeMap<String, PerSubset> = BTreeMap::new();
         for result in sampled {
-            for r in result?.reports {
+            let result = result?;
+            for per in result.per_subset {
+                for (subset, p) in per {
+                    let into = pooled.entry(subset).or_default();
+                    into.trials += p.trials;
+                    into.failed += p.failed;
+                    into.latency_ms.extend(p.latency_ms);
+                }
+            }
+            for r in result.reports {
                 tracing::info!(
                     "{} on {} ({}): canary {:.1} % (expected {:.1} %) in {} trials: {}",
                     stage.name,
@@ -243,32 +414,24 @@ impl Walk<'_> {
                 results.push(r);
             }
         }
-        Ok(StageReport {
-            index: stage.index,
-            name: stage.name.clone(),
-            weights: stage.weights.clone(),
-            expect: stage.expect.clone(),
-            expected_share: stage.expected_share(&scenario.canary),
-            converge_s: converge.as_secs_f64(),
-            stamp: staged.stamp.clone(),
-            passed: results.iter().all(|r| r.passed),
-            entries: results,
-        })
+        Ok((converge, results, pooled))
     }
 
-    /// Every class of the scenario on one entry point, one after the other.
+    /// The planned classes on one entry point, one after the other.
     async fn sample_entry(
         &self,
         entry: EntryPoint,
         target: Arc<dyn Target>,
         stage: &Stage,
         staged: &Staged,
+        plans: &[(usize, TestPlan)],
     ) -> anyhow::Result<EntryResult> {
         let scenario = self.scenario;
         let mut reports = Vec::new();
         let mut per_subset = Vec::new();
-        for (c, class) in scenario.classes.iter().enumerate() {
-            let plan = self.plans.plans[stage.index][c].clone();
+        for (c, plan) in plans {
+            let class = &scenario.classes[*c];
+            let plan = plan.clone();
             let max_trials = plan.max_trials();
             // Room for the unroutable failures and stale answers the scenario tolerates.
             let max_requests = max_trials
@@ -338,7 +501,7 @@ impl Walk<'_> {
         }
         Ok(EntryResult {
             reports,
-            _per_subset: per_subset,
+            per_subset,
         })
     }
 }

@@ -42,6 +42,51 @@ struct ScenarioFile {
     classes: Option<Vec<ClassFile>>,
     #[serde(default)]
     local: Option<LocalFile>,
+    #[serde(default)]
+    gates: Option<Vec<crate::gates::GateFile>>,
+    #[serde(default)]
+    on_failure: Option<OnFailure>,
+    #[serde(default)]
+    rollback: Option<RollbackFile>,
+    #[serde(default)]
+    expect_rollback: Option<ExpectRollbackFile>,
+    #[serde(default)]
+    load: Option<LoadFile>,
+    #[serde(default)]
+    transitions: Option<TransitionsFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackFile {
+    weights: Weights,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExpectRollbackFile {
+    stage: StageRef,
+    gate: String,
+}
+
+/// A stage by its 1-based number or its name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum StageRef {
+    Number(usize),
+    Name(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoadFile {
+    rate: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransitionsFile {
+    max_errors: u64,
 }
 
 /// One folder or file of manifests, or a list of them.
@@ -87,6 +132,15 @@ struct StageFile {
     /// What each traffic class expects at this stage, where it differs from the class's own.
     #[serde(default)]
     classes: BTreeMap<String, Weights>,
+    /// A new build of a subset, rolled out before the stage's weights apply.
+    #[serde(default)]
+    image: BTreeMap<String, String>,
+    /// Environment variables of the new build's container (cluster meshes).
+    #[serde(default)]
+    env: BTreeMap<String, BTreeMap<String, String>>,
+    /// How the local mesh's backend of a new build behaves.
+    #[serde(default)]
+    local: Option<LocalFile>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -151,6 +205,36 @@ impl BackendMode {
         }
     }
 }
+
+/// What a failed stage leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// Walk on and report every stage (the default).
+    #[default]
+    Continue,
+    /// Apply the rollback weights, prove the canary gets no traffic, and resume at the next
+    /// stage that ships a new canary build (or stop).
+    Rollback,
+}
+
+/// A rollback the scenario expects: its gates must catch the canary at this stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpectRollback {
+    /// Index of the stage, from 0.
+    pub stage: usize,
+    pub gate: String,
+}
+
+/// The open-loop load that runs through the whole walk, per entry point.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Load {
+    /// Requests per second; 0 turns the load off.
+    pub rate: f64,
+}
+
+/// The default background load: like the tutorial's `hey -c 2 -q 5`.
+pub const DEFAULT_LOAD_RATE: f64 = 10.0;
 
 /// How a split is decided: looking as answers arrive, or once at a fixed number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -223,6 +307,12 @@ pub struct Stage {
     pub expect: Weights,
     /// What each traffic class expects at this stage (every class of the scenario is here).
     pub class_expect: BTreeMap<String, Weights>,
+    /// New builds rolled out before the weights apply: image per subset.
+    pub images: BTreeMap<String, String>,
+    /// Their containers' environment, per subset (cluster meshes).
+    pub env: BTreeMap<String, BTreeMap<String, String>>,
+    /// How the local backends of the new builds behave, per subset.
+    pub backends: BTreeMap<String, BackendTuning>,
 }
 
 impl Stage {
@@ -273,6 +363,16 @@ pub struct Scenario {
     /// The kinds of request each stage sends; one `default` class (`GET /`) if none declared.
     pub classes: Vec<TrafficClass>,
     pub backends: BTreeMap<String, BackendTuning>,
+    /// SLO gates judged at every stage where they apply.
+    pub gates: Vec<crate::gates::Gate>,
+    pub on_failure: OnFailure,
+    /// What a rollback applies (the baseline takes everything unless the scenario says).
+    pub rollback_weights: Weights,
+    pub expect_rollback: Option<ExpectRollback>,
+    /// The background load through the whole walk.
+    pub load: Load,
+    /// Failed background requests a transition may drop (weight change, rollout, rollback).
+    pub max_transition_errors: u64,
 }
 
 pub const DEFAULT_MAX_ERROR_RATE: f64 = 0.01;
@@ -319,9 +419,16 @@ impl Scenario {
 
     /// The tests that can fail a correct mesh, which share the run's α (Bonferroni): every
     /// split test (a stage's class whose canary share is strictly between 0 and 1) on every
-    /// entry point. Zero-leak tests cannot fail a correct mesh and take none of it.
+    /// entry point, and every gate judgement. Zero-leak tests cannot fail a correct mesh and
+    /// take none of it.
     pub fn tests_in_run(&self, entry_points: usize) -> usize {
-        let splits: usize = self
+        (self.split_tests() * entry_points + self.gate_tests()).max(1)
+    }
+
+    /// Split tests per entry point: a stage's class whose canary share is strictly between 0
+    /// and 1.
+    fn split_tests(&self) -> usize {
+        self
             .stages
             .iter()
             .map(|stage| {
@@ -333,8 +440,19 @@ impl Scenario {
                     })
                     .count()
             })
-            .sum();
-        (splits * entry_points).max(1)
+            .sum()
+    }
+
+    /// Gate judgements: each gate at each stage where it applies (judged on the stage's
+    /// answers pooled over entry points and classes).
+    pub fn gate_tests(&self) -> usize {
+        self.stages
+            .iter()
+            .map(|stage| {
+                let share = stage.expected_share(&self.canary);
+                self.gates.iter().filter(|g| g.applies(share)).count()
+            })
+            .sum()
     }
 
     pub fn subsets(&self) -> [&str; 2] {
@@ -554,7 +672,58 @@ fn check(path: &Path, file: ScenarioFile) -> Result<Scenario, InputErrors> {
                 weights,
                 expect,
                 class_expect,
+                images: stage.image.clone(),
+                env: stage.env.clone(),
+                backends: BTreeMap::new(),
             });
+        }
+    }
+    for (index, stage) in file.stages.iter().enumerate() {
+        let at = format!("stages[{index}]");
+        for (what, names) in [
+            ("image", stage.image.keys().collect::<Vec<_>>()),
+            ("env", stage.env.keys().collect()),
+            (
+                "local.backends",
+                stage
+                    .local
+                    .as_ref()
+                    .map(|l| l.backends.keys().collect())
+                    .unwrap_or_default(),
+            ),
+        ] {
+            for name in names {
+                if !subsets.contains(&name.as_str()) {
+                    err(
+                        format!("{at}.{what}.{name}"),
+                        format!("`{name}` is not one of the scenario's subsets"),
+                        format!("use `{}` or `{}`", file.baseline, file.canary),
+                    );
+                }
+            }
+        }
+        for (subset, image) in &stage.image {
+            if crate::routing::image_tag(image).is_none() {
+                err(
+                    format!("{at}.image.{subset}"),
+                    format!("`{image}` has no tag, so the version of the new build is unknown"),
+                    "pin a released tag, e.g. ghcr.io/stefanprodan/podinfo:6.14.2".into(),
+                );
+            }
+        }
+        let tuned: Vec<&String> = stage
+            .local
+            .as_ref()
+            .map(|l| l.backends.keys().collect())
+            .unwrap_or_default();
+        for subset in tuned.iter().chain(stage.env.keys().collect::<Vec<_>>().iter()) {
+            if !stage.image.contains_key(*subset) {
+                err(
+                    format!("{at}.image"),
+                    format!("the stage tunes `{subset}` but ships no new build of it"),
+                    format!("add `image: {{ {subset}: <image:tag> }}`: a new build is what changes how it runs"),
+                );
+            }
         }
     }
     let defaults = Budget::default();
@@ -630,23 +799,134 @@ fn check(path: &Path, file: ScenarioFile) -> Result<Scenario, InputErrors> {
                 format!("use `{}` or `{}`", file.baseline, file.canary),
             );
         }
+        backends.insert(name, tuning);
+    }
+    let mut stage_backends = Vec::new();
+    for (index, stage) in file.stages.iter().enumerate() {
+        for (name, tuning) in stage.local.clone().unwrap_or_default().backends {
+            stage_backends.push((index, name, tuning));
+        }
+    }
+    for (at, tuning) in backends
+        .iter()
+        .map(|(name, t)| (format!("local.backends.{name}"), t))
+        .chain(
+            stage_backends
+                .iter()
+                .map(|(i, name, t)| (format!("stages[{i}].local.backends.{name}"), t)),
+        )
+    {
         if !(0.0..=1.0).contains(&tuning.error_rate) {
             err(
-                format!("local.backends.{name}.error_rate"),
+                format!("{at}.error_rate"),
                 format!("{} is not a probability", tuning.error_rate),
                 "use a number from 0 to 1".into(),
             );
         }
-        backends.insert(
-            name,
-            BackendTuning {
-                delay: Duration::from_millis(tuning.delay_ms),
-                error_rate: tuning.error_rate,
-                version: tuning.version,
-                mode: tuning.mode.unwrap_or_default(),
-            },
+    }
+    let backends: BTreeMap<String, BackendTuning> = backends
+        .into_iter()
+        .map(|(name, t)| (name, t.into()))
+        .collect();
+    for (index, name, tuning) in stage_backends {
+        if let Some(stage) = stages.iter_mut().find(|s| s.index == index) {
+            stage.backends.insert(name, tuning.into());
+        }
+    }
+    let on_failure = file.on_failure.unwrap_or_default();
+    let rollback_weights: Weights = match &file.rollback {
+        None => subsets
+            .iter()
+            .map(|s| (s.to_string(), if *s == file.baseline { 100 } else { 0 }))
+            .collect(),
+        Some(r) => {
+            let sum: u32 = r.weights.values().sum();
+            if sum != 100 || r.weights.keys().any(|k| !subsets.contains(&k.as_str())) {
+                err(
+                    "rollback.weights".into(),
+                    "the rollback weights must name the two subsets and sum to 100".into(),
+                    format!("e.g. `{{ {}: 100, {}: 0 }}`", file.baseline, file.canary),
+                );
+            }
+            if r.weights.get(&file.canary).copied().unwrap_or(0) != 0 {
+                err(
+                    "rollback.weights".into(),
+                    format!("a rollback gives the canary `{}` no traffic", file.canary),
+                    format!("set `{}: 0`", file.canary),
+                );
+            }
+            subsets
+                .iter()
+                .map(|s| (s.to_string(), r.weights.get(*s).copied().unwrap_or(0)))
+                .collect()
+        }
+    };
+    if file.rollback.is_some() && on_failure != OnFailure::Rollback {
+        err(
+            "rollback".into(),
+            "`rollback` is set but a failure does not roll back".into(),
+            "add `on_failure: rollback`, or drop `rollback`".into(),
         );
     }
+    let load = Load {
+        rate: file.load.as_ref().map(|l| l.rate).unwrap_or(DEFAULT_LOAD_RATE),
+    };
+    if !(load.rate.is_finite() && (0.0..=1000.0).contains(&load.rate)) {
+        err(
+            "load.rate".into(),
+            format!("{} requests per second is out of range", load.rate),
+            "use 0 (no background load) to 1000".into(),
+        );
+    }
+    let max_transition_errors = file.transitions.as_ref().map(|t| t.max_errors).unwrap_or(0);
+    let mut gate_errors = Vec::new();
+    let gates = crate::gates::check(path, file.gates.as_deref().unwrap_or(&[]), &mut gate_errors);
+    let expect_rollback = match &file.expect_rollback {
+        None => None,
+        Some(x) => {
+            if on_failure != OnFailure::Rollback {
+                err(
+                    "expect_rollback".into(),
+                    "a rollback is expected but a failure does not roll back".into(),
+                    "add `on_failure: rollback`".into(),
+                );
+            }
+            if !gates.iter().any(|g| g.name == x.gate) {
+                err(
+                    "expect_rollback.gate".into(),
+                    format!("`{}` is not one of the scenario's gates", x.gate),
+                    format!(
+                        "name one of: {}",
+                        if gates.is_empty() {
+                            "(none: declare `gates`)".to_string()
+                        } else {
+                            gates.iter().map(|g| g.name.as_str()).collect::<Vec<_>>().join(", ")
+                        }
+                    ),
+                );
+            }
+            let index = match &x.stage {
+                StageRef::Number(n) if *n >= 1 && *n <= file.stages.len() => Some(n - 1),
+                StageRef::Name(name) => file.stages.iter().position(|s| &s.name == name),
+                StageRef::Number(_) => None,
+            };
+            if index.is_none() {
+                err(
+                    "expect_rollback.stage".into(),
+                    "no such stage".into(),
+                    format!(
+                        "give a stage's name or its number from 1 to {}",
+                        file.stages.len()
+                    ),
+                );
+            }
+            index.map(|stage| ExpectRollback {
+                stage,
+                gate: x.gate.clone(),
+            })
+        }
+    };
+    errors.extend(gate_errors);
     if !errors.is_empty() {
         return Err(InputErrors(errors));
     }
@@ -693,7 +973,24 @@ fn check(path: &Path, file: ScenarioFile) -> Result<Scenario, InputErrors> {
         identify,
         classes,
         backends,
+        gates,
+        on_failure,
+        rollback_weights,
+        expect_rollback,
+        load,
+        max_transition_errors,
     })
+}
+
+impl From<BackendTuningFile> for BackendTuning {
+    fn from(t: BackendTuningFile) -> Self {
+        BackendTuning {
+            delay: Duration::from_millis(t.delay_ms),
+            error_rate: t.error_rate,
+            version: t.version,
+            mode: t.mode.unwrap_or_default(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -130,9 +130,7 @@ impl Session<'_> {
             }
         }
         report.aborted = aborted;
-        report.passed = report.aborted.is_none()
-            && report.stages.len() == self.scenario.stages.len()
-            && report.stages.iter().all(|s| s.passed);
+        report.conclude(self.scenario.stages.len());
 
         if !report.passed && !interrupted {
             let diagnostics = dir.join("diagnostics");

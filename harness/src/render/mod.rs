@@ -377,6 +377,7 @@ pub(crate) mod fixture {
                 stamp: format!("{}.{}", index + 1, index + 1),
                 passed: results.iter().all(|r| r.passed),
                 entries: results,
+                gates: Vec::new(),
             });
         }
         Report {
@@ -400,6 +401,10 @@ pub(crate) mod fixture {
             setup: Vec::new(),
             cluster_changes: Default::default(),
             stages,
+            rollbacks: Vec::new(),
+            skipped_stages: Vec::new(),
+            expected_rollback: None,
+            problems: Vec::new(),
             wall_time_s: t,
         }
     }
