@@ -33,7 +33,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
 use async_trait::async_trait;
@@ -138,6 +138,50 @@ impl LoadTarget for HttpTarget {
             max_requests: 1,
         };
         HttpTarget::one(self, &probe, seq, Instant::now()).await
+    }
+}
+
+/// Any prober [`Target`] (what [`crate::mesh::Mesh::target`] hands out) as a load target: each
+/// request is a stream of one request. Right for HTTP targets; on a cluster's exec'd curl it
+/// costs an exec per request (see [`LoadTarget`] for the batching a cluster target would do).
+pub struct FromTarget(pub Arc<dyn Target>);
+
+#[async_trait]
+impl LoadTarget for FromTarget {
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+
+    async fn one(&self, class: &Arc<TrafficClass>, seq: u64) -> Sample {
+        let probe = Probe {
+            class: class.clone(),
+            identify: None,
+            concurrency: 1,
+            max_requests: 1,
+        };
+        let sent = Instant::now();
+        let (sink, mut answers) = tokio::sync::mpsc::unbounded_channel();
+        let streamed = self
+            .0
+            .stream(&probe, &CancellationToken::new(), &sink)
+            .await;
+        drop(sink);
+        match (answers.recv().await, streamed) {
+            (Some(sample), _) => Sample { seq, ..sample },
+            (None, result) => Sample {
+                seq,
+                at_ms: 0.0,
+                latency_ms: millis(sent.elapsed()),
+                status: None,
+                subset: None,
+                stamp: None,
+                reported: None,
+                error: Some(match result {
+                    Err(e) => format!("target: {e:#}"),
+                    Ok(()) => "target: no answer".into(),
+                }),
+            },
+        }
     }
 }
 
@@ -318,6 +362,8 @@ pub struct FailedRequest {
     pub service_ms: Option<f64>,
     pub status: Option<u16>,
     pub subset: Option<String>,
+    /// The stage stamp of the route configuration that answered, if any.
+    pub stamp: Option<String>,
     pub error: String,
     /// The index of its window in [`LoadReport::windows`].
     pub window: usize,
@@ -361,6 +407,8 @@ impl Window {
 /// not sent and those cut at stop.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct LoadReport {
+    /// When the load started (RFC 3339, milliseconds): every `*_ms` time counts from it.
+    pub started_at: String,
     pub target: String,
     pub class: String,
     pub rate_per_s: f64,
@@ -524,7 +572,6 @@ pub struct LoadHandle {
 }
 
 struct Stop {
-    at: Instant,
     wait: Duration,
 }
 
@@ -539,12 +586,11 @@ impl LoadHandle {
     /// Like [`stop`](Self::stop), waiting at most `wait` for the requests in flight: those
     /// still in flight then are reported failed, `cut at stop`.
     pub async fn stop_within(mut self, wait: Duration) -> anyhow::Result<LoadReport> {
-        let at = Instant::now();
         let (Some(stop_tx), Some(task)) = (self.stop_tx.take(), self.task.take()) else {
             bail!("the background load was already stopped");
         };
         // If the scheduler is gone, awaiting it says why.
-        let _ = stop_tx.send(Stop { at, wait });
+        let _ = stop_tx.send(Stop { wait });
         let report = task
             .await
             .context("the background load's scheduler failed")?
@@ -583,6 +629,7 @@ struct Scheduler {
     spec: LoadSpec,
     transitions: Transitions,
     t0: Instant,
+    started_at: SystemTime,
     tasks: JoinSet<Done>,
     pending: HashMap<Id, Pending>,
     tally: Tally,
@@ -595,6 +642,7 @@ impl Scheduler {
             spec,
             transitions,
             t0: Instant::now(),
+            started_at: SystemTime::now(),
             tasks: JoinSet::new(),
             pending: HashMap::new(),
             tally: Tally::default(),
@@ -608,6 +656,7 @@ impl Scheduler {
         mut stop_rx: oneshot::Receiver<Stop>,
     ) -> Option<LoadReport> {
         self.t0 = Instant::now();
+        self.started_at = SystemTime::now();
         let t0 = tokio::time::Instant::from_std(self.t0);
         let rate = self.spec.rate_per_s;
         let end = self.spec.duration;
@@ -631,9 +680,9 @@ impl Scheduler {
                 }
             }
         };
-        // Every request due before the stop is sent, late if need be: the count only depends
-        // on when the load stopped.
-        let stop_offset = stop.at.saturating_duration_since(self.t0);
+        // Every request due before the stop came is sent, late if need be: the count only
+        // depends on when the load stopped (and none intended after it was sent).
+        let stop_offset = self.t0.elapsed();
         let stop_offset = end.map_or(stop_offset, |end| stop_offset.min(end));
         while due(seq) && intended_offset(seq, rate) < stop_offset {
             self.dispatch(seq, (t0 + intended_offset(seq, rate)).into_std());
@@ -743,6 +792,7 @@ impl Scheduler {
         failures.sort_by_key(|f| f.seq);
         let t = &self.tally;
         LoadReport {
+            started_at: humantime::format_rfc3339_millis(self.started_at).to_string(),
             target: self.target.describe(),
             class: self.spec.class.name.clone(),
             rate_per_s: self.spec.rate_per_s,
@@ -821,15 +871,17 @@ impl Tally {
             .max_send_lag
             .max(done.sent.saturating_duration_since(p.intended));
         let latency = done.done.saturating_duration_since(p.intended);
-        let (service, status, subset, error) = match done.sample {
+        let (service, status, subset, stamp, error) = match done.sample {
             Some(s) => (
                 Duration::from_secs_f64(s.latency_ms.max(0.0) / 1e3),
                 s.status,
                 s.subset,
+                s.stamp,
                 s.error,
             ),
             None => (
                 done.done.saturating_duration_since(done.sent),
+                None,
                 None,
                 None,
                 Some("timeout".to_string()),
@@ -856,6 +908,7 @@ impl Tally {
                     service_ms: Some(millis(service)),
                     status,
                     subset,
+                    stamp,
                     error,
                     window: p.window,
                 });
@@ -891,6 +944,7 @@ impl Tally {
             service_ms: None,
             status: None,
             subset: None,
+            stamp: None,
             error,
             window: p.window,
         }

@@ -12,7 +12,7 @@ use axum::routing::get;
 use rstest::rstest;
 
 use super::*;
-use crate::routing::SUBSET_HEADER;
+use crate::routing::{STAGE_HEADER, SUBSET_HEADER};
 
 const STALL: Duration = Duration::from_millis(500);
 const TRANSITION: &str = "weights → stage 2 (canary warm-up)";
@@ -30,10 +30,10 @@ struct Behaviour {
 }
 
 /// Answers as a mesh would: every other request from `ga`, the others from `canary`, named in
-/// the harness's subset header.
+/// the harness's subset header, with the stamp of stage 2.
 async fn answer(
     State(b): State<Arc<Behaviour>>,
-) -> (StatusCode, [(&'static str, &'static str); 1], &'static str) {
+) -> (StatusCode, [(&'static str, &'static str); 2], &'static str) {
     let n = b.received.fetch_add(1, SeqCst);
     if b.stall_all.load(SeqCst) || b.stall_next.swap(false, SeqCst) {
         tokio::time::sleep(STALL).await;
@@ -44,7 +44,11 @@ async fn answer(
     } else {
         StatusCode::OK
     };
-    (status, [(SUBSET_HEADER, subset)], "ok")
+    (
+        status,
+        [(SUBSET_HEADER, subset), (STAGE_HEADER, "2.2")],
+        "ok",
+    )
 }
 
 /// The server's base URL; it lives as long as the test's runtime.
@@ -419,6 +423,7 @@ async fn failures_belong_to_the_window_they_were_scheduled_in() {
         assert_eq!(f.window, 1);
         assert_eq!(f.status, Some(503));
         assert!(f.subset.is_some() && f.latency_ms.is_some() && f.service_ms.is_some());
+        assert_eq!(f.stamp.as_deref(), Some("2.2"));
         let (from, to) = (w[1].from_ms, w[1].to_ms.unwrap());
         assert!(
             from <= f.intended_ms && f.intended_ms < to,
@@ -523,4 +528,43 @@ async fn dropping_the_handle_stops_the_schedule_and_every_request() {
     let calls = target.calls.load(SeqCst);
     sleep_ms(200).await;
     assert_eq!(target.calls.load(SeqCst), calls);
+}
+
+/// A prober target whose stream fails before any request (as an exec the API server refuses).
+struct Broken;
+
+#[async_trait]
+impl Target for Broken {
+    fn describe(&self) -> String {
+        "broken".into()
+    }
+
+    async fn stream(
+        &self,
+        _probe: &Probe,
+        _stop: &CancellationToken,
+        _sink: &crate::prober::Sink,
+    ) -> anyhow::Result<()> {
+        bail!("exec refused")
+    }
+}
+
+#[tokio::test]
+async fn any_prober_target_can_carry_the_load() {
+    let url = serve(Arc::default()).await;
+    let target: Arc<dyn Target> = Arc::new(HttpTarget::new(&url, "x").unwrap());
+    let report = run_to_end(Arc::new(FromTarget(target)), spec(20.0, Some(300))).await;
+    invariants(&report);
+    assert_eq!(
+        (report.scheduled, report.ok),
+        (6, 6),
+        "{}",
+        report.summary()
+    );
+    assert_eq!(report.subsets.len(), 2);
+
+    let class = Arc::new(TrafficClass::default_class());
+    let sample = FromTarget(Arc::new(Broken)).one(&class, 7).await;
+    assert_eq!(sample.seq, 7);
+    assert_eq!(sample.error.as_deref(), Some("target: exec refused"));
 }
