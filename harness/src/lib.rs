@@ -19,6 +19,7 @@ pub mod input_error;
 pub mod invocation;
 pub mod istio;
 pub mod istio_mesh;
+pub mod load;
 pub mod local_mesh;
 pub mod manifests;
 pub mod mesh;
