@@ -134,12 +134,7 @@ impl Gate {
     }
 
     /// Judges the gate on a stage's answers per subset, at `alpha`.
-    pub fn judge(
-        &self,
-        canary: &PerSubset,
-        baseline: &PerSubset,
-        alpha: f64,
-    ) -> GateJudgement {
+    pub fn judge(&self, canary: &PerSubset, baseline: &PerSubset, alpha: f64) -> GateJudgement {
         let count = |p: &PerSubset| ErrorCount {
             errors: p.failed,
             requests: p.trials,
@@ -149,14 +144,12 @@ impl Gate {
             GateKind::Latency { quantile, max_ms } => {
                 gate_stats::latency_quantile_gate(&canary.latency_ms, *quantile, *max_ms, alpha)
             }
-            GateKind::ErrorRateVsBaseline { max_increase } => {
-                gate_stats::relative_error_rate_gate(
-                    count(canary),
-                    count(baseline),
-                    *max_increase,
-                    alpha,
-                )
-            }
+            GateKind::ErrorRateVsBaseline { max_increase } => gate_stats::relative_error_rate_gate(
+                count(canary),
+                count(baseline),
+                *max_increase,
+                alpha,
+            ),
             GateKind::LatencyVsBaseline {
                 max_increase,
                 quantile: None,
@@ -266,7 +259,10 @@ pub(crate) fn check(
         if kinds.len() != 1 {
             err(
                 at,
-                format!("a gate needs exactly one kind, this one has {}", kinds.len()),
+                format!(
+                    "a gate needs exactly one kind, this one has {}",
+                    kinds.len()
+                ),
                 "write one of `error_rate: {max}`, `latency: {quantile, max_ms}`, \
                  `error_rate_vs_baseline: {max_increase}`, `latency_vs_baseline: {max_increase}` per gate",
             );
@@ -395,7 +391,11 @@ mod tests {
             let slow = answers(&mut rng, 100, 15.0, 0.0);
             let same = answers(&mut rng, 100, 5.0, 0.0);
             let subsets = |c: &PerSubset| -> BTreeMap<String, PerSubset> {
-                [("ga".to_string(), ga.clone()), ("canary".to_string(), c.clone())].into()
+                [
+                    ("ga".to_string(), ga.clone()),
+                    ("canary".to_string(), c.clone()),
+                ]
+                .into()
             };
             let slow_report = judge_stage(
                 std::slice::from_ref(&g),
@@ -407,8 +407,13 @@ mod tests {
             if !slow_report[0].passed {
                 caught += 1;
             }
-            let same_report =
-                judge_stage(std::slice::from_ref(&g), 0.1, &subsets(&same), ["ga", "canary"], 1e-3);
+            let same_report = judge_stage(
+                std::slice::from_ref(&g),
+                0.1,
+                &subsets(&same),
+                ["ga", "canary"],
+                1e-3,
+            );
             if !same_report[0].passed {
                 false_failures += 1;
             }
@@ -440,11 +445,27 @@ mod tests {
     }
 
     #[rstest]
-    #[case::two_kinds("- error_rate: {max: 0.01}\n  latency: {max_ms: 5}\n", "gates[0]", "exactly one kind")]
+    #[case::two_kinds(
+        "- error_rate: {max: 0.01}\n  latency: {max_ms: 5}\n",
+        "gates[0]",
+        "exactly one kind"
+    )]
     #[case::no_kind("- name: x\n", "gates[0]", "exactly one kind")]
-    #[case::bad_rate("- error_rate: {max: 2}\n", "gates[0].error_rate.max", "not an error rate")]
-    #[case::bad_quantile("- latency: {quantile: 99, max_ms: 5}\n", "gates[0].latency.quantile", "strictly between")]
-    #[case::same_name("- error_rate: {max: 0.01}\n- error_rate: {max: 0.02}\n", "gates[1].name", "two gates")]
+    #[case::bad_rate(
+        "- error_rate: {max: 2}\n",
+        "gates[0].error_rate.max",
+        "not an error rate"
+    )]
+    #[case::bad_quantile(
+        "- latency: {quantile: 99, max_ms: 5}\n",
+        "gates[0].latency.quantile",
+        "strictly between"
+    )]
+    #[case::same_name(
+        "- error_rate: {max: 0.01}\n- error_rate: {max: 0.02}\n",
+        "gates[1].name",
+        "two gates"
+    )]
     fn bad_gates_are_refused_with_their_field(
         #[case] yaml: &str,
         #[case] field: &str,
@@ -455,7 +476,9 @@ mod tests {
         check(std::path::Path::new("s.yaml"), &list, &mut errors);
         let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         assert!(
-            errors.iter().any(|e| e.field == field && e.to_string().contains(says)),
+            errors
+                .iter()
+                .any(|e| e.field == field && e.to_string().contains(says)),
             "{text:?}"
         );
     }

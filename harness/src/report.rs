@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::routing::EntryPoint;
 use crate::gates::GateReport;
-use crate::scenario::{Design, ExpectRollback};
+use crate::routing::EntryPoint;
 use crate::scenario::Weights;
+use crate::scenario::{Design, ExpectRollback};
 use crate::stats::Budget;
 use crate::verdict::TestPlan;
 
@@ -254,7 +254,10 @@ impl Report {
     /// every rollback proved; no other problem.
     pub fn conclude(&mut self, planned_stages: usize) {
         if let Some(expected) = self.expected_rollback.clone() {
-            let happened = self.rollbacks.iter().find(|r| r.after_stage == expected.stage);
+            let happened = self
+                .rollbacks
+                .iter()
+                .find(|r| r.after_stage == expected.stage);
             match happened {
                 None => self.problems.push(format!(
                     "expected gate `{}` to roll the canary back at stage {}, but {}",

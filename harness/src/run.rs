@@ -254,7 +254,12 @@ impl Walk<'_> {
             class_expect: scenario
                 .classes
                 .iter()
-                .map(|c| (c.name.clone(), c.expect.clone().unwrap_or_else(|| weights.clone())))
+                .map(|c| {
+                    (
+                        c.name.clone(),
+                        c.expect.clone().unwrap_or_else(|| weights.clone()),
+                    )
+                })
                 .collect(),
             images: Default::default(),
             env: Default::default(),

@@ -428,8 +428,7 @@ impl Scenario {
     /// Split tests per entry point: a stage's class whose canary share is strictly between 0
     /// and 1.
     fn split_tests(&self) -> usize {
-        self
-            .stages
+        self.stages
             .iter()
             .map(|stage| {
                 self.classes
@@ -716,12 +715,17 @@ fn check(path: &Path, file: ScenarioFile) -> Result<Scenario, InputErrors> {
             .as_ref()
             .map(|l| l.backends.keys().collect())
             .unwrap_or_default();
-        for subset in tuned.iter().chain(stage.env.keys().collect::<Vec<_>>().iter()) {
+        for subset in tuned
+            .iter()
+            .chain(stage.env.keys().collect::<Vec<_>>().iter())
+        {
             if !stage.image.contains_key(*subset) {
                 err(
                     format!("{at}.image"),
                     format!("the stage tunes `{subset}` but ships no new build of it"),
-                    format!("add `image: {{ {subset}: <image:tag> }}`: a new build is what changes how it runs"),
+                    format!(
+                        "add `image: {{ {subset}: <image:tag> }}`: a new build is what changes how it runs"
+                    ),
                 );
             }
         }
@@ -869,7 +873,11 @@ fn check(path: &Path, file: ScenarioFile) -> Result<Scenario, InputErrors> {
         );
     }
     let load = Load {
-        rate: file.load.as_ref().map(|l| l.rate).unwrap_or(DEFAULT_LOAD_RATE),
+        rate: file
+            .load
+            .as_ref()
+            .map(|l| l.rate)
+            .unwrap_or(DEFAULT_LOAD_RATE),
     };
     if !(load.rate.is_finite() && (0.0..=1000.0).contains(&load.rate)) {
         err(
@@ -900,7 +908,11 @@ fn check(path: &Path, file: ScenarioFile) -> Result<Scenario, InputErrors> {
                         if gates.is_empty() {
                             "(none: declare `gates`)".to_string()
                         } else {
-                            gates.iter().map(|g| g.name.as_str()).collect::<Vec<_>>().join(", ")
+                            gates
+                                .iter()
+                                .map(|g| g.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
                         }
                     ),
                 );
