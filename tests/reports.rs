@@ -284,6 +284,7 @@ fn report(failing: &[&str], aborted_after: Option<usize>) -> Report {
             passed: results.iter().all(|r| r.passed),
             entries: results,
             gates: Vec::new(),
+            rollouts: Vec::new(),
         });
     }
     let aborted = aborted_after.map(|_| "stage `canary promotion`: Envoy exited <signal 9>".into());
@@ -312,6 +313,7 @@ fn report(failing: &[&str], aborted_after: Option<usize>) -> Report {
         skipped_stages: Vec::new(),
         expected_rollback: None,
         problems: Vec::new(),
+        background_load: Vec::new(),
         wall_time_s: t,
     }
 }

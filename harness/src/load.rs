@@ -318,7 +318,7 @@ pub fn latency_histogram() -> Histogram<u64> {
 }
 
 /// The answers one subset gave (or [`UNATTRIBUTED`] ones).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SubsetLoad {
     pub answered: u64,
     pub ok: u64,
@@ -405,7 +405,7 @@ impl Window {
 ///
 /// `scheduled == sent + not_sent` and `scheduled == ok + failed`; `failed` counts the requests
 /// not sent and those cut at stop.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct LoadReport {
     /// When the load started (RFC 3339, milliseconds): every `*_ms` time counts from it.
     pub started_at: String,

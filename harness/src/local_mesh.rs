@@ -20,6 +20,7 @@ use crate::config_dump::{self, ObservedRoute};
 use crate::envoy_config::{self, ROUTE_FILE};
 use crate::invocation::Invocation;
 use crate::istio::VirtualService;
+use crate::mesh::Rollout;
 use crate::mesh::{Mesh, Planned};
 use crate::prober::{HttpTarget, Target};
 use crate::process::ChildGuard;
@@ -135,7 +136,15 @@ pub fn plan(routing: &Routing, options: &LocalOptions) -> Planned {
                 process: Process::Backend {
                     subset: subset.name.clone(),
                 },
-                invocation: backend_invocation(options, &subset.name, subset.backend_version()),
+                invocation: backend_invocation(
+                    options,
+                    &options
+                        .backends
+                        .get(&subset.name)
+                        .cloned()
+                        .unwrap_or_default(),
+                    subset.backend_version(),
+                ),
                 log: work.join(format!("backend-{}.log", subset.name)),
             }),
         ));
@@ -209,8 +218,7 @@ fn stop_steps(mut started: Vec<Process>) -> Vec<Step> {
         .collect()
 }
 
-fn backend_invocation(options: &LocalOptions, subset: &str, version: &str) -> Invocation {
-    let tuning = options.backends.get(subset).cloned().unwrap_or_default();
+fn backend_invocation(options: &LocalOptions, tuning: &BackendTuning, version: &str) -> Invocation {
     let mut args = options.backend_args.clone();
     args.extend([
         "--version".to_string(),
@@ -256,7 +264,16 @@ pub struct LocalMesh {
     // Envoy first: it is stopped before the backends behind it when the mesh drops.
     envoy: Option<ChildGuard>,
     backends: BTreeMap<String, ChildGuard>,
+    /// Backends of a subset's earlier builds, serving until Envoy routes to the new one.
+    earlier: BTreeMap<String, Vec<ChildGuard>>,
+    /// Where each subset's current backend logs.
+    logs: BTreeMap<String, PathBuf>,
+    /// How many builds of each subset have been started.
+    builds: BTreeMap<String, u32>,
+    /// Each subset's current backend address, in the order the backends came up.
     addresses: Vec<(String, SocketAddr)>,
+    /// The version of the clusters file written last.
+    clusters_version: u64,
     admin: Option<SocketAddr>,
     listeners: BTreeMap<EntryPoint, SocketAddr>,
     targets: BTreeMap<EntryPoint, Arc<HttpTarget>>,
@@ -273,7 +290,11 @@ impl LocalMesh {
             entries: routing.entry_points(),
             envoy: None,
             backends: BTreeMap::new(),
+            earlier: BTreeMap::new(),
+            logs: BTreeMap::new(),
+            builds: BTreeMap::new(),
             addresses: Vec::new(),
+            clusters_version: 0,
             admin: None,
             listeners: BTreeMap::new(),
             targets: BTreeMap::new(),
@@ -303,7 +324,7 @@ impl LocalMesh {
     fn start(&mut self, start: &Start) -> anyhow::Result<()> {
         let name = match &start.process {
             Process::Backend { subset } => format!("backend `{subset}`"),
-            Process::Envoy => "envoy".to_string(),
+            other => other.to_string(),
         };
         let mut command = crate::process::command_with_log(&start.invocation.program, &start.log)?;
         command
@@ -315,17 +336,33 @@ impl LocalMesh {
         let child = ChildGuard::spawn(&name, command)?;
         match &start.process {
             Process::Backend { subset } => {
-                self.backends.insert(subset.clone(), child);
+                *self.builds.entry(subset.clone()).or_default() += 1;
+                self.logs.insert(subset.clone(), start.log.clone());
+                if let Some(old) = self.backends.insert(subset.clone(), child) {
+                    self.earlier.entry(subset.clone()).or_default().push(old);
+                }
+            }
+            Process::EarlierBackends { subset } => {
+                bail!("the earlier builds of `{subset}` are not started, only stopped")
             }
             Process::Envoy => self.envoy = Some(child),
         }
-        self.started.push(start.process.clone());
+        if !self.started.contains(&start.process) {
+            self.started.push(start.process.clone());
+        }
         Ok(())
     }
 
     fn stop(&mut self, process: &Process) {
         let child = match process {
             Process::Backend { subset } => self.backends.remove(subset),
+            Process::EarlierBackends { subset } => {
+                // Each stops gracefully: the requests it still serves are answered first.
+                for mut child in self.earlier.remove(subset).unwrap_or_default() {
+                    child.stop();
+                }
+                return;
+            }
             Process::Envoy => {
                 self.targets.clear();
                 self.envoy.take()
@@ -357,6 +394,7 @@ impl LocalMesh {
                 )
             }
             FileKind::Clusters { version } => {
+                self.clusters_version = *version;
                 let clusters = envoy_config::clusters_discovery_response(
                     &self.routing,
                     &self.addresses,
@@ -377,7 +415,7 @@ impl LocalMesh {
     async fn wait(&mut self, wait: &Wait) -> anyhow::Result<()> {
         match &wait.condition {
             Condition::BackendListening { subset } => {
-                let log = self.work_dir().join(format!("backend-{subset}.log"));
+                let log = self.logs.get(subset).cloned().unwrap_or_default();
                 let child = self
                     .backends
                     .get_mut(subset)
@@ -390,7 +428,10 @@ impl LocalMesh {
                 })
                 .with_context(|| format!("see {}", log.display()))?;
                 tracing::debug!(%subset, %addr, "backend listening");
-                self.addresses.push((subset.clone(), addr));
+                match self.addresses.iter_mut().find(|(s, _)| s == subset) {
+                    Some(entry) => entry.1 = addr,
+                    None => self.addresses.push((subset.clone(), addr)),
+                }
                 Ok(())
             }
             Condition::EnvoyAdmin { address_file } => {
@@ -403,11 +444,19 @@ impl LocalMesh {
                 Ok(())
             }
             Condition::EnvoyClusters { subsets } => {
-                let names: Vec<String> = subsets
-                    .iter()
-                    .map(|s| envoy_config::cluster_name(self.routing.port, s, &self.routing.host))
-                    .collect();
-                self.await_clusters(&names, wait.bound).await
+                let mut want = Vec::new();
+                for subset in subsets {
+                    let name =
+                        envoy_config::cluster_name(self.routing.port, subset, &self.routing.host);
+                    let addr = self
+                        .addresses
+                        .iter()
+                        .find(|(s, _)| s == subset)
+                        .map(|(_, a)| *a)
+                        .with_context(|| format!("backend `{subset}` has no address yet"))?;
+                    want.push((name, addr));
+                }
+                self.await_clusters(&want, wait.bound).await
             }
             Condition::EnvoyRoutes { version, .. } => {
                 let weights = self.routing.manifest_weights();
@@ -483,7 +532,12 @@ impl LocalMesh {
         }
     }
 
-    async fn await_clusters(&mut self, names: &[String], timeout: Duration) -> anyhow::Result<()> {
+    /// Waits until each cluster's only host is its backend's current address.
+    async fn await_clusters(
+        &mut self,
+        want: &[(String, SocketAddr)],
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
         let url = format!("http://{}/clusters?format=json", self.admin()?);
         let mut last = String::from("no answer");
@@ -493,24 +547,26 @@ impl LocalMesh {
             if let Ok(resp) = self.client.get(&url).send().await
                 && let Ok(json) = resp.json::<serde_json::Value>().await
             {
-                let ready = |name: &String| {
+                let ready = |(name, addr): &(String, SocketAddr)| {
                     json["cluster_statuses"]
                         .as_array()
                         .into_iter()
                         .flatten()
                         .any(|c| {
                             c["name"].as_str() == Some(name.as_str())
-                                && c["host_statuses"].as_array().is_some_and(|h| !h.is_empty())
+                                && c["host_statuses"].as_array().is_some_and(|hosts| {
+                                    hosts.len() == 1 && host_address(&hosts[0]) == Some(*addr)
+                                })
                         })
                 };
-                if names.iter().all(ready) {
+                if want.iter().all(ready) {
                     return Ok(());
                 }
                 last = json.to_string();
             }
             if Instant::now() > deadline {
                 bail!(
-                    "envoy did not load the clusters {names:?} within {timeout:?}; it reported {last}"
+                    "envoy did not route the clusters to {want:?} within {timeout:?}; it reported {last}"
                 );
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -633,6 +689,14 @@ fn write_atomically(work_dir: &Path, dest: &Path, value: &serde_json::Value) -> 
 }
 
 /// Listener name → bound address, from the admin's `/listeners?format=json`.
+/// The address of one host of Envoy's admin `/clusters?format=json`.
+fn host_address(host: &serde_json::Value) -> Option<SocketAddr> {
+    let socket = &host["address"]["socket_address"];
+    let ip: std::net::IpAddr = socket["address"].as_str()?.parse().ok()?;
+    let port = u16::try_from(socket["port_value"].as_u64()?).ok()?;
+    Some(SocketAddr::new(ip, port))
+}
+
 fn listener_addresses(json: &serde_json::Value) -> BTreeMap<EntryPoint, SocketAddr> {
     let mut out = BTreeMap::new();
     for l in json["listener_statuses"].as_array().into_iter().flatten() {
@@ -689,7 +753,78 @@ impl Mesh for LocalMesh {
     }
 
     fn teardown(&self) -> Vec<Step> {
-        stop_steps(self.started.clone())
+        let mut steps = stop_steps(self.started.clone());
+        steps.extend(self.earlier.keys().map(|subset| {
+            Step::new(
+                Section::Teardown,
+                Action::Stop(Process::EarlierBackends {
+                    subset: subset.clone(),
+                }),
+            )
+        }));
+        steps
+    }
+
+    /// A new backend for the subset beside the running one, Envoy's cluster moved to it (a new
+    /// clusters file, waited for), then the earlier backend stopped gracefully: no request is
+    /// sent to a backend that is gone, like a rolling update with readiness gates.
+    fn rollout_steps(&mut self, rollout: &Rollout, bound: Duration) -> anyhow::Result<Vec<Step>> {
+        let subset = &rollout.subset;
+        anyhow::ensure!(
+            self.backends.contains_key(subset),
+            "the local mesh has no backend `{subset}` to roll out"
+        );
+        let tuning = match &rollout.tuning {
+            Some(t) => t.clone(),
+            None => self
+                .options
+                .backends
+                .get(subset)
+                .cloned()
+                .unwrap_or_default(),
+        };
+        let version = rollout.version().unwrap_or_else(|| "untagged".into());
+        let build = self.builds.get(subset).copied().unwrap_or(1) + 1;
+        let wait = |condition| {
+            Step::new(
+                Section::Deployments,
+                Action::Wait(Wait { condition, bound }),
+            )
+        };
+        let work = self.work_dir();
+        Ok(vec![
+            Step::new(
+                Section::Deployments,
+                Action::Start(Start {
+                    process: Process::Backend {
+                        subset: subset.clone(),
+                    },
+                    invocation: backend_invocation(&self.options, &tuning, &version),
+                    log: work.join(format!("backend-{subset}-{build}.log")),
+                }),
+            ),
+            wait(Condition::BackendListening {
+                subset: subset.clone(),
+            }),
+            Step::new(
+                Section::Deployments,
+                Action::Write(crate::steps::Write {
+                    path: envoy_config::cluster_dir(work).join(envoy_config::CLUSTER_FILE),
+                    file: FileKind::Clusters {
+                        version: self.clusters_version + 1,
+                    },
+                }),
+            ),
+            wait(Condition::EnvoyClusters {
+                subsets: vec![subset.clone()],
+            }),
+            Step::new(
+                Section::Deployments,
+                Action::Stop(Process::EarlierBackends {
+                    subset: subset.clone(),
+                }),
+            ),
+        ])
     }
 
     fn entry_points(&self) -> Vec<EntryPoint> {

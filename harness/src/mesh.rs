@@ -12,10 +12,38 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use std::collections::BTreeMap;
+
+use crate::load::{FromTarget, LoadTarget};
 use crate::prober::Target;
 use crate::routing::{EntryPoint, Staged};
-use crate::scenario::Weights;
+use crate::scenario::{BackendTuning, Weights};
 use crate::steps::Step;
+
+/// A new build of one subset, rolled out by a stage before its weights apply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rollout {
+    pub subset: String,
+    /// The new image (cluster meshes); its tag is the version the new build reports.
+    pub image: String,
+    /// Environment variables set on the subset's containers (cluster meshes).
+    pub env: BTreeMap<String, String>,
+    /// How the new build's local backend behaves (local mesh); `None`: as the scenario's
+    /// backends say.
+    pub tuning: Option<BackendTuning>,
+}
+
+impl Rollout {
+    /// The version the new build's answers must report: the image's tag.
+    pub fn version(&self) -> Option<String> {
+        crate::routing::image_tag(&self.image)
+    }
+
+    /// `rollout canary → ghcr.io/stefanprodan/podinfo:6.11.2`.
+    pub fn describe(&self) -> String {
+        format!("rollout {} → {}", self.subset, self.image)
+    }
+}
 
 #[async_trait]
 pub trait Mesh: Send {
@@ -44,6 +72,24 @@ pub trait Mesh: Send {
 
     /// Writes what helps explain a failure (logs, proxy configuration) into `dir`.
     async fn diagnostics(&self, dir: &Path) -> anyhow::Result<()>;
+
+    /// The steps that roll a subset out to a new build, each bounded by `bound`; the walk
+    /// executes them (through [`Mesh::execute`]) before the stage's weights apply.
+    fn rollout_steps(&mut self, rollout: &Rollout, bound: Duration) -> anyhow::Result<Vec<Step>> {
+        let _ = bound;
+        anyhow::bail!(
+            "the {} mesh cannot roll out new builds (stage image `{}` for `{}`)",
+            self.kind(),
+            rollout.image,
+            rollout.subset
+        )
+    }
+
+    /// Where the background load of an entry point goes; `None`: this entry point carries no
+    /// background load (the reason is logged by the mesh).
+    fn load_target(&self, entry: EntryPoint) -> anyhow::Result<Option<Arc<dyn LoadTarget>>> {
+        Ok(Some(Arc::new(FromTarget(self.target(entry)?))))
+    }
 
     /// What the run wrote to a cluster, for the report (nothing, without a cluster).
     fn cluster_changes(&self) -> crate::report::ClusterChanges {

@@ -65,6 +65,10 @@ pub struct Report {
     /// rollback, a transition that dropped requests.
     #[serde(default)]
     pub problems: Vec<String>,
+    /// The background load on each entry point, through the whole walk, and its verdict on
+    /// each transition.
+    #[serde(default)]
+    pub background_load: Vec<EntryLoad>,
     pub wall_time_s: f64,
 }
 
@@ -131,6 +135,25 @@ pub struct StageReport {
     /// The SLO gates judged at this stage, on its answers pooled per subset.
     #[serde(default)]
     pub gates: Vec<GateReport>,
+    /// New builds rolled out before the weights applied (`canary → image`).
+    #[serde(default)]
+    pub rollouts: Vec<String>,
+}
+
+/// The background load of one entry point and whether each window of it kept its requests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EntryLoad {
+    pub entry: EntryPoint,
+    pub load: crate::load::LoadReport,
+    pub transitions: Vec<crate::load::TransitionVerdict>,
+    /// Requests a window may drop and still pass.
+    pub max_errors: u64,
+}
+
+impl EntryLoad {
+    pub fn passed(&self) -> bool {
+        self.transitions.iter().all(|t| t.passed)
+    }
 }
 
 impl StageReport {
@@ -294,7 +317,7 @@ impl Report {
             self.expected_rollback.as_ref().is_some_and(|x| {
                 x.stage == s.index
                     && s.entries.iter().all(|e| e.passed)
-                    && s.failed_gates() == vec![x.gate.clone()]
+                    && s.failed_gates().contains(&x.gate)
                     && self.rollbacks.iter().any(|r| r.after_stage == s.index)
             })
         };

@@ -14,9 +14,10 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::input_error::{InputError, InputErrors};
-use crate::mesh::Mesh;
+use crate::load::{self, LoadSpec, Transitions};
+use crate::mesh::{Mesh, Rollout};
 use crate::prober::{Probe, Sample, Target};
-use crate::report::{EntryReport, Report, ResultsLog, RollbackReport, StageReport};
+use crate::report::{EntryLoad, EntryReport, Report, ResultsLog, RollbackReport, StageReport};
 use crate::routing::{EntryPoint, Routing, Staged};
 use crate::scenario::{Identify, OnFailure, Scenario, Stage};
 use crate::steps::Step;
@@ -141,6 +142,7 @@ pub fn new_report(scenario: &Scenario, routing: &Routing, mesh: &str) -> Report 
         skipped_stages: Vec::new(),
         expected_rollback: scenario.expect_rollback.clone(),
         problems: Vec::new(),
+        background_load: Vec::new(),
         wall_time_s: 0.0,
     }
 }
@@ -173,6 +175,69 @@ impl Walk<'_> {
         report: &mut Report,
         log: &mut ResultsLog,
     ) -> anyhow::Result<()> {
+        let transitions = Transitions::new();
+        let loads = self.start_load(mesh, &transitions)?;
+        let walked = self.walk(mesh, report, log, &transitions).await;
+        // The load's verdicts count also when the walk stopped early: what it dropped happened.
+        for (entry, handle) in loads {
+            let load = handle
+                .stop()
+                .await
+                .with_context(|| format!("stopping the background load on {entry}"))?;
+            let max_errors = self.scenario.max_transition_errors;
+            let verdicts = load::judge_transitions(&load, max_errors);
+            for v in verdicts.iter().filter(|v| !v.passed) {
+                tracing::error!("background load on {entry}: {}", v.message);
+                report
+                    .problems
+                    .push(format!("background load on {entry}: {}", v.message));
+            }
+            report.background_load.push(EntryLoad {
+                entry,
+                load,
+                transitions: verdicts,
+                max_errors,
+            });
+        }
+        walked
+    }
+
+    /// Starts the background load on every entry point that carries one: requests of the
+    /// class that follows the weights (the first class without its own expectation).
+    fn start_load(
+        &self,
+        mesh: &dyn Mesh,
+        transitions: &Transitions,
+    ) -> anyhow::Result<Vec<(EntryPoint, load::LoadHandle)>> {
+        let scenario = self.scenario;
+        let mut loads = Vec::new();
+        if scenario.load.rate <= 0.0 {
+            return Ok(loads);
+        }
+        let class = scenario
+            .classes
+            .iter()
+            .find(|c| c.expect.is_none())
+            .unwrap_or(&scenario.classes[0]);
+        for entry in self.routing.entry_points() {
+            let Some(target) = mesh.load_target(entry)? else {
+                continue;
+            };
+            let mut spec = LoadSpec::new(Arc::new(class.clone()));
+            spec.rate_per_s = scenario.load.rate;
+            loads.push((entry, load::start(target, spec, transitions.clone())?));
+        }
+        Ok(loads)
+    }
+
+    async fn walk(
+        &self,
+        mesh: &mut dyn Mesh,
+        report: &mut Report,
+        log: &mut ResultsLog,
+        transitions: &Transitions,
+    ) -> anyhow::Result<()> {
+        let mut versions = expected_versions(self.scenario.identify.as_ref(), self.routing);
         let stages = &self.scenario.stages;
         let mut current = self
             .routing
@@ -184,10 +249,15 @@ impl Walk<'_> {
             applied += 1;
             let stamp = format!("{}.{}", stage.index + 1, applied);
             let staged = self.routing.staged(&stage.weights, &stamp);
-            let stage_report = self
-                .walk_stage(mesh, stage, &current, &staged, log)
+            let rollouts = self
+                .roll_out(mesh, stage, transitions, &mut versions)
+                .await
+                .with_context(|| format!("stage `{}`: rolling out its new builds", stage.name))?;
+            let mut stage_report = self
+                .walk_stage(mesh, stage, &current, &staged, log, transitions, &versions)
                 .await
                 .with_context(|| format!("stage `{}`", stage.name))?;
+            stage_report.rollouts = rollouts;
             self.observer.stage_done(&stage_report);
             let failed = !stage_report.passed;
             let because = stage_report.failures();
@@ -199,7 +269,7 @@ impl Walk<'_> {
                 let stamp = format!("{}.{}.rollback", stage.index + 1, applied);
                 let staged = self.routing.staged(&self.scenario.rollback_weights, &stamp);
                 let mut rollback = self
-                    .roll_back(mesh, stage, &current, &staged, log)
+                    .roll_back(mesh, stage, &current, &staged, log, transitions, &versions)
                     .await
                     .with_context(|| format!("rolling back after stage `{}`", stage.name))?;
                 current = staged;
@@ -234,8 +304,47 @@ impl Walk<'_> {
         Ok(())
     }
 
+    /// Rolls out the stage's new builds, one subset after the other, each a transition of the
+    /// background load; from then on the subset's answers must report the new version.
+    async fn roll_out(
+        &self,
+        mesh: &mut dyn Mesh,
+        stage: &Stage,
+        transitions: &Transitions,
+        versions: &mut Option<BTreeMap<String, String>>,
+    ) -> anyhow::Result<Vec<String>> {
+        let mut done = Vec::new();
+        for (subset, image) in &stage.images {
+            let rollout = Rollout {
+                subset: subset.clone(),
+                image: image.clone(),
+                env: stage.env.get(subset).cloned().unwrap_or_default(),
+                tuning: stage.backends.get(subset).cloned(),
+            };
+            let what = rollout.describe();
+            tracing::info!("stage {} `{}`: {what}", stage.index + 1, stage.name);
+            transitions.mark(&what);
+            for step in mesh.rollout_steps(&rollout, self.options.converge_timeout)? {
+                self.observer.step_started(&step);
+                let t0 = Instant::now();
+                let result = mesh.execute(&step).await;
+                let error = result.as_ref().err().map(|e| format!("{e:#}"));
+                self.observer
+                    .step_done(&step, t0.elapsed(), error.as_deref());
+                result.with_context(|| step.to_string().trim().to_string())?;
+            }
+            transitions.settled();
+            if let (Some(versions), Some(version)) = (versions.as_mut(), rollout.version()) {
+                versions.insert(subset.clone(), version);
+            }
+            done.push(what);
+        }
+        Ok(done)
+    }
+
     /// Applies the rollback weights after a failed stage and proves, with a zero-leak test
     /// per entry point and class, that the traffic left the canary.
+    #[allow(clippy::too_many_arguments)]
     async fn roll_back(
         &self,
         mesh: &mut dyn Mesh,
@@ -243,6 +352,8 @@ impl Walk<'_> {
         before: &Staged,
         staged: &Staged,
         log: &mut ResultsLog,
+        transitions: &Transitions,
+        versions: &Option<BTreeMap<String, String>>,
     ) -> anyhow::Result<RollbackReport> {
         let scenario = self.scenario;
         let weights = scenario.rollback_weights.clone();
@@ -285,8 +396,22 @@ impl Walk<'_> {
             })
             .collect::<Result<_, _>>()
             .context("planning the rollback's zero-leak tests")?;
+        transitions.mark(&format!(
+            "rollback after stage {} ({})",
+            failed.index + 1,
+            failed.name
+        ));
         let (converge, results, _) = self
-            .apply_and_sample(mesh, &stage, before, staged, &plans, log)
+            .apply_and_sample(
+                mesh,
+                &stage,
+                before,
+                staged,
+                &plans,
+                log,
+                transitions,
+                versions,
+            )
             .await?;
         Ok(RollbackReport {
             after_stage: failed.index,
@@ -302,6 +427,7 @@ impl Walk<'_> {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn walk_stage(
         &self,
         mesh: &mut dyn Mesh,
@@ -309,6 +435,8 @@ impl Walk<'_> {
         before: &Staged,
         staged: &Staged,
         log: &mut ResultsLog,
+        transitions: &Transitions,
+        versions: &Option<BTreeMap<String, String>>,
     ) -> anyhow::Result<StageReport> {
         let scenario = self.scenario;
         self.observer.stage_started(stage, before, staged);
@@ -324,8 +452,22 @@ impl Walk<'_> {
             .cloned()
             .enumerate()
             .collect();
+        transitions.mark(&format!(
+            "weights → stage {} ({})",
+            stage.index + 1,
+            stage.name
+        ));
         let (converge, results, per_subset) = self
-            .apply_and_sample(mesh, stage, before, staged, &plans, log)
+            .apply_and_sample(
+                mesh,
+                stage,
+                before,
+                staged,
+                &plans,
+                log,
+                transitions,
+                versions,
+            )
             .await?;
         let share = stage.expected_share(&scenario.canary);
         let gates = crate::gates::judge_stage(
@@ -355,6 +497,7 @@ impl Walk<'_> {
             passed: results.iter().all(|r| r.passed) && gates.iter().all(|g| g.passed),
             entries: results,
             gates,
+            rollouts: Vec::new(),
         })
     }
 
@@ -362,6 +505,7 @@ impl Walk<'_> {
     /// entry point at the same time (each with its own concurrency: a stage costs the slower
     /// one, not the sum), one test per planned class. Returns the time to converge, the tests'
     /// reports, and their answers pooled per subset (for the gates).
+    #[allow(clippy::too_many_arguments)]
     async fn apply_and_sample(
         &self,
         mesh: &mut dyn Mesh,
@@ -370,6 +514,8 @@ impl Walk<'_> {
         staged: &Staged,
         plans: &[(usize, TestPlan)],
         log: &mut ResultsLog,
+        transitions: &Transitions,
+        versions: &Option<BTreeMap<String, String>>,
     ) -> anyhow::Result<(Duration, Vec<EntryReport>, BTreeMap<String, PerSubset>)> {
         let t0 = Instant::now();
         mesh.apply(staged)
@@ -379,6 +525,7 @@ impl Walk<'_> {
             .await
             .context("waiting for the proxies to route with the stage's weights")?;
         let converge = t0.elapsed();
+        transitions.settled();
         self.observer.converged(stage, converge);
         tracing::info!(
             "proxies route with the new weights after {:.2} s",
@@ -389,7 +536,7 @@ impl Walk<'_> {
             targets.push((entry, mesh.target(entry)?));
         }
         let sampled = futures::future::join_all(targets.iter().map(|(entry, target)| {
-            self.sample_entry(*entry, target.clone(), stage, staged, plans)
+            self.sample_entry(*entry, target.clone(), stage, staged, plans, versions)
         }))
         .await;
         let mut results = Vec::new();
@@ -430,6 +577,7 @@ impl Walk<'_> {
         stage: &Stage,
         staged: &Staged,
         plans: &[(usize, TestPlan)],
+        versions: &Option<BTreeMap<String, String>>,
     ) -> anyhow::Result<EntryResult> {
         let scenario = self.scenario;
         let mut reports = Vec::new();
@@ -450,7 +598,7 @@ impl Walk<'_> {
                 concurrency: scenario.concurrency,
                 max_requests,
             };
-            let expected_versions = expected_versions(scenario.identify.as_ref(), self.routing);
+            let expected_versions = versions.clone();
             let mut tally = Tally::new(
                 TestContext {
                     routing: self.routing,

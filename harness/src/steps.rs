@@ -169,7 +169,13 @@ pub struct Retry {
 /// A program the run keeps running.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Process {
-    Backend { subset: String },
+    Backend {
+        subset: String,
+    },
+    /// The backends of a subset's earlier builds, kept serving until Envoy routes to the new one.
+    EarlierBackends {
+        subset: String,
+    },
     Envoy,
 }
 
@@ -177,6 +183,9 @@ impl fmt::Display for Process {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Process::Backend { subset } => write!(f, "backend `{subset}`"),
+            Process::EarlierBackends { subset } => {
+                write!(f, "the earlier build's backend `{subset}`")
+            }
             Process::Envoy => f.write_str("envoy"),
         }
     }

@@ -123,6 +123,30 @@ fn rank(object: &Value) -> u8 {
 }
 
 /// Whether the object is an Istio custom resource (`*.istio.io` group).
+/// A Deployment's body with a new build: `image` on its first container (the one whose tag is
+/// the subset's version) and `env` set on it, each variable replacing one of the same name.
+pub fn with_new_build(
+    deployment: &Value,
+    image: &str,
+    env: &std::collections::BTreeMap<String, String>,
+) -> anyhow::Result<Value> {
+    let mut body = deployment.clone();
+    let container = body
+        .pointer_mut("/spec/template/spec/containers/0")
+        .filter(|c| c.is_object())
+        .ok_or_else(|| anyhow::anyhow!("the Deployment has no container to give a new build"))?;
+    container["image"] = Value::String(image.to_string());
+    if !env.is_empty() {
+        let mut vars: Vec<Value> = container["env"].as_array().cloned().unwrap_or_default();
+        for (name, value) in env {
+            vars.retain(|v| v["name"].as_str() != Some(name));
+            vars.push(serde_json::json!({"name": name, "value": value}));
+        }
+        container["env"] = Value::Array(vars);
+    }
+    Ok(body)
+}
+
 pub fn is_istio(object: &Value) -> bool {
     object["apiVersion"]
         .as_str()

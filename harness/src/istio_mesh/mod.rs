@@ -40,13 +40,13 @@ use serde_json::json;
 use crate::ca::{self, CaBundle};
 use crate::cluster::plan::{self as cluster_plan, Teardown};
 use crate::config_dump;
-use crate::mesh::Mesh;
+use crate::mesh::{Mesh, Rollout};
 use crate::prober::Target;
 use crate::report::ClusterChanges;
 use crate::routing::{EntryPoint, Routing, Staged};
 use crate::scenario::Weights;
 use crate::steps::{
-    Action, Apply, Condition, FileKind, ObjectRef, Open, Root, Run, Step, Via, Wait,
+    Action, Apply, ApplyHow, Condition, FileKind, ObjectRef, Open, Root, Run, Step, Via, Wait,
 };
 
 use self::exec_target::ExecCurlTarget;
@@ -352,7 +352,7 @@ impl IstioMesh {
     async fn apply(&mut self, apply: &Apply) -> anyhow::Result<()> {
         let client = self.client().await?;
         let what = apply.object.to_string();
-        if !apply.dry_run {
+        if !apply.dry_run && !self.changes.created.contains(&what) {
             if apply.how.creates() {
                 self.changes.created.push(what.clone());
             } else {
@@ -694,6 +694,92 @@ impl Mesh for IstioMesh {
         await_proxy_weights(dumps.as_ref(), &self.views, weights, bounds, &self.log).await?;
         tracing::debug!("weights reached the proxies after {:?}", started.elapsed());
         Ok(())
+    }
+
+    /// A rolling update of the subset's Deployment: the last body the run applied with the new
+    /// image (and environment) on its first container, checked by the API server first, then
+    /// applied with the same field manager, then waited for until every replica runs it.
+    fn rollout_steps(&mut self, rollout: &Rollout, bound: Duration) -> anyhow::Result<Vec<Step>> {
+        let subset = self
+            .routing
+            .subsets
+            .iter()
+            .find(|s| s.name == rollout.subset)
+            .with_context(|| format!("no subset `{}` to roll out", rollout.subset))?;
+        let last = self
+            .executed
+            .iter()
+            .rev()
+            .find_map(|s| match &s.action {
+                Action::Apply(a)
+                    if !a.dry_run
+                        && a.object.kind == "Deployment"
+                        && a.object.name == subset.deployment =>
+                {
+                    Some(a.clone())
+                }
+                _ => None,
+            })
+            .with_context(|| {
+                format!(
+                    "the run applied no Deployment `{}` (subset `{}`), so it cannot roll it out",
+                    subset.deployment, subset.name
+                )
+            })?;
+        let body = apply::with_new_build(&last.body, &rollout.image, &rollout.env)?;
+        // The run owns the object now, created or adopted: the same field manager applies it.
+        let how = if last.how.creates() {
+            ApplyHow::Reapply
+        } else {
+            last.how
+        };
+        let apply = |dry_run| {
+            Step::new(
+                crate::steps::Section::Deployments,
+                Action::Apply(Apply {
+                    object: last.object.clone(),
+                    body: body.clone(),
+                    how,
+                    dry_run,
+                }),
+            )
+        };
+        Ok(vec![
+            apply(true),
+            apply(false),
+            Step::new(
+                crate::steps::Section::Deployments,
+                Action::Wait(Wait {
+                    condition: Condition::DeploymentRolledOut {
+                        namespace: last
+                            .object
+                            .namespace
+                            .clone()
+                            .unwrap_or_else(|| "default".into()),
+                        name: last.object.name.clone(),
+                    },
+                    bound,
+                }),
+            ),
+        ])
+    }
+
+    /// The background load runs through the gateway's port-forward only: inside the mesh each
+    /// request would be an exec of curl in the client pod, a load on the API server rather than
+    /// on the service.
+    fn load_target(
+        &self,
+        entry: EntryPoint,
+    ) -> anyhow::Result<Option<Arc<dyn crate::load::LoadTarget>>> {
+        match entry {
+            EntryPoint::Ingress => Ok(Some(Arc::new(crate::load::FromTarget(self.target(entry)?)))),
+            EntryPoint::Mesh => {
+                tracing::info!(
+                    "background load: through the ingress only (inside the mesh, a request is an exec in the client pod)"
+                );
+                Ok(None)
+            }
+        }
     }
 
     fn target(&self, entry: EntryPoint) -> anyhow::Result<Arc<dyn Target>> {

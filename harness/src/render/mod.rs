@@ -378,6 +378,7 @@ pub(crate) mod fixture {
                 passed: results.iter().all(|r| r.passed),
                 entries: results,
                 gates: Vec::new(),
+                rollouts: Vec::new(),
             });
         }
         Report {
@@ -405,6 +406,7 @@ pub(crate) mod fixture {
             skipped_stages: Vec::new(),
             expected_rollback: None,
             problems: Vec::new(),
+            background_load: Vec::new(),
             wall_time_s: t,
         }
     }
