@@ -68,7 +68,11 @@ fn assert_self_contained(page: &str) {
 }
 
 fn assert_charts(page: &str) {
-    assert_eq!(page.matches("<svg").count(), 3, "one SVG per chart");
+    assert_eq!(
+        page.matches("<svg").count(),
+        CHART_IDS.len(),
+        "one SVG per chart"
+    );
     for id in CHART_IDS {
         assert_eq!(
             page.matches(&format!(" id=\"{id}\"")).count(),
@@ -89,12 +93,18 @@ fn check_reports(dir: &Path, report: &Report) {
 
     let xml = std::fs::read_to_string(dir.join(render::JUNIT_XML)).expect("junit.xml");
     let cases = junit_cases(&xml);
-    let failed = entries(report).filter(|e| !e.passed).count();
+    let findings = render::findings(report);
+    let failed = entries(report).filter(|e| !e.passed).count()
+        + findings.iter().filter(|f| !f.passed).count();
     assert_eq!(
         cases.len(),
-        cells + usize::from(report.aborted.is_some()),
+        cells + usize::from(report.aborted.is_some()) + findings.len(),
         "{xml}"
     );
+    for f in &findings {
+        let name = format!("{}: {}", f.topic.title(), f.title);
+        assert!(cases.iter().any(|c| c.0 == name), "no case {name} in {xml}");
+    }
     assert_eq!(
         cases
             .iter()
@@ -388,6 +398,18 @@ fn demo_tells_the_tutorial_without_a_terminal() {
         "clean up",
         "measure request latency for each deployment",
         "observe the traffic shift",
+        // The second half: the slow canary caught, reverted, patched and promoted.
+        "The tutorial goes on",
+        "canary warm-up",
+        "FAIL gate `latency`",
+        "responds slower than the ga",
+        "revert: roll back after `canary warm-up`",
+        "Rolled back and proven",
+        "ship a patched canary build",
+        "6.11.2",
+        "patched canary warm-up",
+        "full promotion",
+        "measure request latency for each deployment",
     ];
     let mut at = 0;
     for title in sections {
@@ -418,4 +440,9 @@ fn demo_tells_the_tutorial_without_a_terminal() {
     assert!(stdout.contains(&dir.path().join(render::REPORT_HTML).display().to_string()));
     let report = Report::read(&dir.path().join("report.json")).unwrap();
     check_reports(dir.path(), &report);
+    let second = dir.path().join("second-half");
+    let report = Report::read(&second.join("report.json")).unwrap();
+    assert!(report.passed, "{:?}", report.problems);
+    assert_eq!(report.rollbacks.len(), 1);
+    check_reports(&second, &report);
 }

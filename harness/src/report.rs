@@ -144,6 +144,10 @@ pub struct StageReport {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EntryLoad {
     pub entry: EntryPoint,
+    /// When the load started, in seconds since the start of the run (the `*_ms` times of
+    /// `load` count from it).
+    #[serde(default)]
+    pub started_s: f64,
     pub load: crate::load::LoadReport,
     pub transitions: Vec<crate::load::TransitionVerdict>,
     /// Requests a window may drop and still pass.
@@ -448,6 +452,15 @@ pub fn terminal_table(report: &Report) -> String {
     }
     for e in report.failed_entries() {
         let _ = writeln!(out, "FAIL {} / {}: {}", e.stage_name, e.label(), e.reason);
+    }
+    let mut topic = None;
+    for f in crate::render::findings(report) {
+        if topic != Some(f.topic) {
+            let _ = writeln!(out, "{}:", f.topic.title());
+            topic = Some(f.topic);
+        }
+        let word = if f.passed { "pass" } else { "FAIL" };
+        let _ = writeln!(out, "  {word} {}: {}", f.title, f.detail);
     }
     let _ = writeln!(out, "{}", crate::render::headline(report));
     out

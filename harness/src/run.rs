@@ -63,6 +63,8 @@ pub trait Observer: Send + Sync {
     fn sample(&self, _stage: &Stage, _entry: EntryPoint, _class: &str, _sample: &Sample) {}
     fn entry_done(&self, _stage: &Stage, _result: &EntryReport) {}
     fn stage_done(&self, _stage: &StageReport) {}
+    /// A stage starts rolling out a new build of a subset.
+    fn rolling_out(&self, _stage: &Stage, _rollout: &Rollout) {}
     /// A failed stage was rolled back, and the rollback measured.
     fn rolled_back(&self, _rollback: &RollbackReport) {}
 }
@@ -179,7 +181,7 @@ impl Walk<'_> {
         let loads = self.start_load(mesh, &transitions)?;
         let walked = self.walk(mesh, report, log, &transitions).await;
         // The load's verdicts count also when the walk stopped early: what it dropped happened.
-        for (entry, handle) in loads {
+        for (entry, started_s, handle) in loads {
             let load = handle
                 .stop()
                 .await
@@ -194,6 +196,7 @@ impl Walk<'_> {
             }
             report.background_load.push(EntryLoad {
                 entry,
+                started_s,
                 load,
                 transitions: verdicts,
                 max_errors,
@@ -208,7 +211,7 @@ impl Walk<'_> {
         &self,
         mesh: &dyn Mesh,
         transitions: &Transitions,
-    ) -> anyhow::Result<Vec<(EntryPoint, load::LoadHandle)>> {
+    ) -> anyhow::Result<Vec<(EntryPoint, f64, load::LoadHandle)>> {
         let scenario = self.scenario;
         let mut loads = Vec::new();
         if scenario.load.rate <= 0.0 {
@@ -225,7 +228,12 @@ impl Walk<'_> {
             };
             let mut spec = LoadSpec::new(Arc::new(class.clone()));
             spec.rate_per_s = scenario.load.rate;
-            loads.push((entry, load::start(target, spec, transitions.clone())?));
+            let started_s = self.started.elapsed().as_secs_f64();
+            loads.push((
+                entry,
+                started_s,
+                load::start(target, spec, transitions.clone())?,
+            ));
         }
         Ok(loads)
     }
@@ -323,6 +331,7 @@ impl Walk<'_> {
             };
             let what = rollout.describe();
             tracing::info!("stage {} `{}`: {what}", stage.index + 1, stage.name);
+            self.observer.rolling_out(stage, &rollout);
             transitions.mark(&what);
             for step in mesh.rollout_steps(&rollout, self.options.converge_timeout)? {
                 self.observer.step_started(&step);

@@ -14,7 +14,12 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use crate::report::{EntryReport, Report};
 
 /// The `id` of each chart's `<svg>`: canary share, traffic shift, latency.
-pub const CHART_IDS: [&str; 3] = ["chart-split", "chart-traffic", "chart-latency"];
+pub const CHART_IDS: [&str; 4] = [
+    "chart-split",
+    "chart-traffic",
+    "chart-latency",
+    "chart-latency-gate",
+];
 
 const SIZE: (u32, u32) = (960, 420);
 const FONT: &str = "sans-serif";
@@ -296,6 +301,57 @@ pub fn traffic_chart(report: &Report) -> anyhow::Result<String> {
             )))?;
         }
 
+        // The transitions the background load went through, and every request it lost.
+        if let Some(load) = report.background_load.first() {
+            let at = |ms: f64| load.started_s + ms / 1000.0;
+            let marks: Vec<(f64, &str)> = load
+                .load
+                .windows
+                .iter()
+                .filter(|w| w.kind == crate::load::WindowKind::Transition)
+                .map(|w| (at(w.from_ms), w.name.as_str()))
+                .collect();
+            let series = chart.draw_series(marks.iter().map(|(x, _)| {
+                PathElement::new(vec![(*x, 0.0), (*x, top * 0.93)], EXPECTED.mix(0.55))
+            }))?;
+            series
+                .label("transition (weights, rollout, rollback)")
+                .legend(|(x, y)| {
+                    PathElement::new(vec![(x + 9, y - 6), (x + 9, y + 6)], EXPECTED.mix(0.55))
+                });
+            let style = TextStyle::from((FONT, 11).into_font())
+                .color(&EXPECTED)
+                .pos(Pos::new(HPos::Left, VPos::Bottom));
+            chart.draw_series(
+                marks
+                    .iter()
+                    .filter(|(_, name)| !name.starts_with("weights"))
+                    .map(|(x, name)| {
+                        let word = name.split_whitespace().next().unwrap_or_default();
+                        Text::new(word.to_string(), (*x, top * 0.02), style.clone())
+                    }),
+            )?;
+        }
+        let lost: Vec<f64> = report
+            .background_load
+            .iter()
+            .flat_map(|l| {
+                l.load
+                    .failures
+                    .iter()
+                    .map(move |f| l.started_s + f.intended_ms / 1000.0)
+            })
+            .collect();
+        if !lost.is_empty() {
+            chart
+                .draw_series(
+                    lost.iter()
+                        .map(|x| Cross::new((*x, top * 0.05), 5, FAIL.stroke_width(2))),
+                )?
+                .label("request the background load lost")
+                .legend(|(x, y)| Cross::new((x + 9, y), 5, FAIL.stroke_width(2)));
+        }
+
         for (k, subset) in report.subsets.iter().enumerate() {
             let color = subset_color(k);
             for (n, e) in entries.iter().enumerate() {
@@ -418,6 +474,153 @@ pub fn latency_chart(report: &Report) -> anyhow::Result<String> {
     })
 }
 
+/// A stage's relative latency gate: where it was judged, what it measured and allowed.
+struct GatePoint {
+    x: f64,
+    measured: f64,
+    /// The one-sided interval's bound, compared with the limit.
+    bound: f64,
+    limit: f64,
+    passed: bool,
+}
+
+/// Chart 4: the canary's latency relative to the baseline's, per stage, as each relative
+/// latency gate judged it: the estimate (dot), its one-sided interval down to the bound the
+/// gate compares (bar), and the gate's limit (dash). A gate fails when the whole interval lies
+/// above the limit.
+pub fn latency_gate_chart(report: &Report) -> anyhow::Result<String> {
+    let title = "Canary latency relative to the baseline per stage, with the latency gates";
+    svg(CHART_IDS[3], title, |root| {
+        let n = report.stages.len().max(1);
+        let labels = stage_labels(report);
+        let mut points = Vec::new();
+        for (i, stage) in report.stages.iter().enumerate() {
+            for g in stage.gates.iter().filter(|g| is_relative_latency(&g.asks)) {
+                let j = &g.judgement;
+                if j.measured.is_finite() && j.threshold.is_finite() {
+                    points.push(GatePoint {
+                        x: i as f64,
+                        measured: j.measured,
+                        bound: if j.interval.0.is_finite() {
+                            j.interval.0
+                        } else {
+                            j.measured
+                        },
+                        limit: j.threshold,
+                        passed: g.passed,
+                    });
+                }
+            }
+        }
+        let top = points
+            .iter()
+            .map(|p| p.measured.max(p.limit))
+            .fold(2.0, f64::max)
+            * 1.25;
+        let bottom = points
+            .iter()
+            .map(|p| p.bound.min(p.measured))
+            .filter(|v| *v > 0.0)
+            .fold(0.5, f64::min)
+            * 0.8;
+        let mut chart = ChartBuilder::on(root)
+            .caption(
+                format!(
+                    "{} latency relative to {}'s, with the gates",
+                    report
+                        .subsets
+                        .get(1)
+                        .map(String::as_str)
+                        .unwrap_or("canary"),
+                    report
+                        .subsets
+                        .first()
+                        .map(String::as_str)
+                        .unwrap_or("baseline"),
+                ),
+                (FONT, 20),
+            )
+            .margin(14)
+            .x_label_area_size(34)
+            .y_label_area_size(60)
+            .build_cartesian_2d(StageAxis::new(n), (bottom..top).log_scale())?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_label_formatter(&|x| label_at(&labels, *x))
+            .y_label_formatter(&|y| format!("{y:.2} ×"))
+            .y_desc("canary ÷ baseline")
+            .label_style((FONT, 13))
+            .light_line_style(WHITE)
+            .draw()?;
+        chart
+            .draw_series(std::iter::once(PathElement::new(
+                vec![(-0.5, 1.0), (n as f64 - 0.5, 1.0)],
+                EXPECTED.mix(0.4),
+            )))?
+            .label("as fast as the baseline (1 ×)")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], EXPECTED.mix(0.4)));
+        chart
+            .draw_series(points.iter().map(|p| {
+                PathElement::new(
+                    vec![(p.x - 0.3, p.limit), (p.x + 0.3, p.limit)],
+                    EXPECTED.stroke_width(3),
+                )
+            }))?
+            .label("the gate's limit")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], EXPECTED.stroke_width(3)));
+        let color = subset_color(1);
+        chart
+            .draw_series(points.iter().map(|p| {
+                ErrorBar::new_vertical(
+                    p.x,
+                    p.bound.min(p.measured),
+                    p.measured,
+                    p.measured,
+                    color.filled().stroke_width(2),
+                    10,
+                )
+            }))?
+            .label("estimate, down to its one-sided bound")
+            .legend(move |(x, y)| Circle::new((x + 9, y), 5, color.filled()));
+        if points.iter().any(|p| !p.passed) {
+            chart
+                .draw_series(
+                    points
+                        .iter()
+                        .filter(|p| !p.passed)
+                        .map(|p| Cross::new((p.x, p.measured), 9, FAIL.stroke_width(3))),
+                )?
+                .label("gate failed")
+                .legend(|(x, y)| Cross::new((x + 9, y), 6, FAIL.stroke_width(3)));
+        }
+        if points.is_empty() {
+            let style = TextStyle::from((FONT, 15).into_font())
+                .color(&EXPECTED)
+                .pos(Pos::new(HPos::Center, VPos::Center));
+            chart.draw_series(std::iter::once(Text::new(
+                "no relative latency gate in this scenario",
+                ((n as f64 - 1.0) / 2.0, 1.4),
+                style,
+            )))?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .label_font((FONT, 13))
+            .background_style(WHITE.mix(0.9))
+            .border_style(EXPECTED.mix(0.4))
+            .draw()?;
+        Ok(())
+    })
+}
+
+/// Whether a gate's description is a relative latency gate's (`latency ≤ 1.50 × ga's`,
+/// `p99 ≤ 1.20 × ga's`): their measure is a ratio.
+fn is_relative_latency(asks: &str) -> bool {
+    asks.contains(" × ") && !asks.starts_with("error rate")
+}
+
 /// The x axis of the per-stage charts: one tick per stage at 0, 1, …, with room for marks
 /// spread around each tick.
 struct StageAxis {
@@ -470,6 +673,7 @@ mod tests {
             split_chart(&report).unwrap(),
             traffic_chart(&report).unwrap(),
             latency_chart(&report).unwrap(),
+            latency_gate_chart(&report).unwrap(),
         ]
         .iter()
         .zip(CHART_IDS)
@@ -493,6 +697,7 @@ mod tests {
         split_chart(&report).unwrap();
         traffic_chart(&report).unwrap();
         latency_chart(&report).unwrap();
+        latency_gate_chart(&report).unwrap();
     }
 
     #[test]

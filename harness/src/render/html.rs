@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use crate::report::Report;
 
-use super::charts::{latency_chart, split_chart, traffic_chart};
+use super::charts::{latency_chart, latency_gate_chart, split_chart, traffic_chart};
 use super::{HEADERS, headline, label, latency_headers, pct, rows, verdict_word};
 
 const STYLE: &str = r#"
@@ -136,6 +136,15 @@ pub fn html(report: &Report) -> anyhow::Result<String> {
             "Latency of good answers as the prober measured it, per version, stage and entry \
              point (the first entry point in full color, the second lighter).",
         ),
+        (
+            "Canary latency against the baseline, with the gates",
+            latency_gate_chart(report)?,
+            "Each relative latency gate as judged at each stage, on the answers of all its \
+             tests: the dot is the estimate of canary ÷ baseline latency (Hodges–Lehmann \
+             shift of the log latencies, or the ratio of the gate's quantiles), the bar runs \
+             down to the one-sided bound the gate compares at its α, the dash is the gate's \
+             limit. A gate fails when that bound lies above its limit (red cross).",
+        ),
     ];
     for (title, svg, caption) in charts {
         let _ = writeln!(out, "<h2>{title}</h2>\n<figure>\n{svg}");
@@ -220,6 +229,34 @@ pub fn html(report: &Report) -> anyhow::Result<String> {
         );
     }
     let _ = writeln!(out, "</ul>");
+    let mut topic = None;
+    for f in super::findings(report) {
+        if topic != Some(f.topic) {
+            if topic.is_some() {
+                let _ = writeln!(out, "</ul>");
+            }
+            let _ = writeln!(
+                out,
+                "<h2>{}</h2>\n<ul class=\"reasons release\">",
+                escape(f.topic.title())
+            );
+            topic = Some(f.topic);
+        }
+        let (class, word) = if f.passed {
+            ("pass", "PASS")
+        } else {
+            ("fail", "FAIL")
+        };
+        let _ = writeln!(
+            out,
+            "<li><span class=\"{class}\">{word}</span> {}: <span class=\"muted\">{}</span></li>",
+            escape(&f.title),
+            escape(&f.detail)
+        );
+    }
+    if topic.is_some() {
+        let _ = writeln!(out, "</ul>");
+    }
     let _ = writeln!(
         out,
         "<p class=\"muted\">The data of this page is in <code>report.json</code> beside it; \
@@ -250,10 +287,10 @@ mod tests {
     use crate::render::{CHART_IDS, fixture};
 
     #[test]
-    fn the_page_holds_three_charts_and_nothing_from_outside() {
+    fn the_page_holds_every_chart_and_nothing_from_outside() {
         let report = fixture::report(Some("full promotion"));
         let page = html(&report).unwrap();
-        assert_eq!(page.matches("<svg").count(), 3);
+        assert_eq!(page.matches("<svg").count(), CHART_IDS.len());
         for id in CHART_IDS {
             assert!(
                 page.contains(&format!("<svg id=\"{id}\""))

@@ -20,6 +20,28 @@ pub fn junit(report: &Report) -> String {
     for stage in &report.stages {
         junit.add_test_suite(stage_suite(report, stage));
     }
+    let found = super::findings(report);
+    if !found.is_empty() {
+        let mut suite = TestSuite::new(format!("{} · release", report.scenario));
+        for f in found {
+            let status = if f.passed {
+                TestCaseStatus::success()
+            } else {
+                let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                status
+                    .set_type(f.topic.title())
+                    .set_message(f.detail.clone())
+                    .set_description(f.detail.clone());
+                status
+            };
+            let mut case = TestCase::new(format!("{}: {}", f.topic.title(), f.title), status);
+            case.set_classname(classname(report))
+                .set_assertions(1)
+                .set_system_out(f.detail);
+            suite.add_test_case(case);
+        }
+        junit.add_test_suite(suite);
+    }
     if let Some(reason) = &report.aborted {
         let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);
         status

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use crate::report::Report;
 
-use super::{HEADERS, headline, latency_headers, rows};
+use super::{HEADERS, findings, headline, latency_headers, rows};
 
 /// The Markdown summary of a run.
 pub fn markdown(report: &Report) -> String {
@@ -42,6 +42,17 @@ pub fn markdown(report: &Report) -> String {
         cells.push(if row.passed { "✅ pass" } else { "❌ FAIL" }.into());
         let cells: Vec<String> = cells.iter().map(|c| cell(c)).collect();
         let _ = writeln!(out, "| {} |", cells.join(" | "));
+    }
+    let mut topic = None;
+    for f in findings(report) {
+        if topic != Some(f.topic) {
+            let _ = writeln!(out);
+            let _ = writeln!(out, "**{}**", f.topic.title());
+            let _ = writeln!(out);
+            topic = Some(f.topic);
+        }
+        let mark = if f.passed { "✅" } else { "❌" };
+        let _ = writeln!(out, "- {mark} **{}**: {}", cell(&f.title), cell(&f.detail));
     }
     let failed: Vec<_> = report.failed_entries().collect();
     if !failed.is_empty() {

@@ -6,6 +6,7 @@ mod charts;
 mod html;
 mod junit;
 mod markdown;
+mod release;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,10 +15,11 @@ use anyhow::Context;
 
 use crate::report::{EntryReport, Report};
 
-pub use charts::{CHART_IDS, latency_chart, split_chart, traffic_chart};
+pub use charts::{CHART_IDS, latency_chart, latency_gate_chart, split_chart, traffic_chart};
 pub use html::html;
 pub use junit::junit;
 pub use markdown::markdown;
+pub use release::{Finding, Topic, findings};
 
 pub const JUNIT_XML: &str = "junit.xml";
 pub const SUMMARY_MD: &str = "summary.md";

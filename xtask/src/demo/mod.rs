@@ -7,6 +7,7 @@
 //! traffic shift are then read back from the run's report.
 
 mod narrator;
+mod release;
 mod setup;
 mod stages;
 mod text;
@@ -31,13 +32,42 @@ pub struct Args {
     pub step: bool,
 }
 
+/// The tutorial's first half, the split.
+pub const FIRST_HALF: &str = "scenarios/tutorial.yaml";
+/// Its second half: the slow canary, the rollback, the patched build.
+pub const SECOND_HALF: &str = "scenarios/tutorial-sla.yaml";
+
+/// Tells the given scenario; the default, the tutorial, is told in both halves, each its own
+/// run with its own reports. The exit code is the first half's unless it passed.
 pub fn run(args: Args) -> anyhow::Result<u8> {
-    let walk = &args.walk;
+    let code = half(&args.walk, args.step)?;
+    if code == exit::INTERRUPTED || args.walk.scenario != Path::new(FIRST_HALF) {
+        return Ok(code);
+    }
+    let mut second = args.walk.clone();
+    second.scenario = PathBuf::from(SECOND_HALF);
+    second.report_dir = args.walk.report_dir.as_ref().map(|d| d.join("second-half"));
+    println!();
+    println!(
+        "The tutorial goes on: a new canary answers slower than the GA. The harness measures \
+         latency per deployment, its gate catches the slow canary, the weights are reverted \
+         and the revert is proven, then a patched build is shipped and promoted until the SLA \
+         is on a par with the GA release."
+    );
+    let second_code = half(&second, args.step)?;
+    Ok(if code == exit::PASSED {
+        second_code
+    } else {
+        code
+    })
+}
+
+fn half(walk: &WalkArgs, step: bool) -> anyhow::Result<u8> {
     let mut prepared = e2e::prepare(walk, walk.report_dir.as_deref())?;
     if walk.report_dir.is_none() {
         prepared.report_dir = demo_dir(&prepared.report_dir);
     }
-    let narrator = Narrator::new(&prepared, walk.mesh, args.step);
+    let narrator = Narrator::new(&prepared, walk.mesh, step);
     narrator.introduction(&prepared, walk);
     let code = e2e::drive(&prepared, walk, &narrator, false)?;
     if code == exit::INTERRUPTED {

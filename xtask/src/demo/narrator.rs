@@ -207,11 +207,20 @@ impl Observer for Narrator {
 
     fn stage_done(&self, stage: &StageReport) {
         if !self.stopping() {
+            self.tell_gates(stage);
             self.say(format!(
                 "stage `{}`: {}",
                 stage.name,
                 self.verdict(stage.passed)
             ));
         }
+    }
+
+    fn rolling_out(&self, stage: &Stage, rollout: &harness::mesh::Rollout) {
+        self.tell_rollout(stage, rollout);
+    }
+
+    fn rolled_back(&self, rollback: &harness::report::RollbackReport) {
+        self.tell_rollback(rollback);
     }
 }
