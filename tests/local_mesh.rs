@@ -43,6 +43,38 @@ fn the_tutorial_passes_on_both_entry_points() {
     let report = read_report(dir.path());
     assert_eq!(report["passed"], true);
     assert_eq!(report["mesh"], "local");
+    // The background load ran on both entry points through every weight change, lost nothing,
+    // and the terminal says so.
+    let loads = report["background_load"].as_array().unwrap();
+    assert_eq!(loads.len(), 2);
+    for load in loads {
+        assert_eq!(load["load"]["failed"], 0, "{load}");
+        let scheduled = load["load"]["scheduled"].as_u64().unwrap();
+        assert_eq!(scheduled, load["load"]["ok"].as_u64().unwrap());
+        let windows: u64 = load["load"]["windows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["requests"].as_u64().unwrap())
+            .sum();
+        assert_eq!(windows, scheduled, "every request in one window");
+        let transitions: Vec<&str> = load["transitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["kind"] == "transition")
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(transitions.len(), 4, "{transitions:?}");
+        assert!(
+            transitions[1].starts_with("weights → stage 2"),
+            "{transitions:?}"
+        );
+    }
+    assert!(
+        stdout.contains("pass background load on ingress"),
+        "{stdout}"
+    );
     let stages = report["stages"].as_array().unwrap();
     let shares: Vec<f64> = stages
         .iter()

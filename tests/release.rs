@@ -31,7 +31,16 @@ fn windows(load: &Value) -> Vec<String> {
 fn the_slow_canary_is_caught_rolled_back_patched_and_promoted() {
     let dir = tempfile::tempdir().unwrap();
     let reports = dir.path().join("reports");
-    e2e_local(&root().join("scenarios/tutorial-sla.yaml"), &reports)
+    let scenario = root().join("scenarios/tutorial-sla.yaml");
+    let dry = xtask()
+        .args(["e2e", "--mesh", "local", "--dry-run", "--scenario"])
+        .arg(&scenario)
+        .arg("--report-dir")
+        .arg(&reports)
+        .assert()
+        .code(0);
+    let planned = String::from_utf8_lossy(&dry.get_output().stdout).to_string();
+    e2e_local(&scenario, &reports)
         .code(0)
         .stdout(contains("PASSED: scenario `tutorial-sla`"))
         .stdout(contains("rolled back at stage 2"));
@@ -70,8 +79,24 @@ fn the_slow_canary_is_caught_rolled_back_patched_and_promoted() {
         assert!(e["trials"].as_u64().unwrap() > 0);
     }
 
-    // The patched build was rolled out, and only it answered for the canary afterwards.
+    // The patched build was rolled out, with exactly the steps the dry run listed, and only it
+    // answered for the canary afterwards.
     let patched = &report["stages"][2];
+    let executed: Vec<&str> = patched["rollout_steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    let listed: Vec<&str> = planned
+        .lines()
+        .skip_while(|l| !l.starts_with("during the walk, before stage 3"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("at the end"))
+        .map(|l| l.split_once(". ").unwrap().1)
+        .collect();
+    assert_eq!(executed.len(), 5, "{executed:#?}");
+    assert_eq!(executed, listed, "{planned}");
     assert_eq!(
         patched["rollouts"],
         serde_json::json!(["rollout canary → ghcr.io/stefanprodan/podinfo:6.11.2"])

@@ -295,6 +295,7 @@ fn report(failing: &[&str], aborted_after: Option<usize>) -> Report {
             entries: results,
             gates: Vec::new(),
             rollouts: Vec::new(),
+            rollout_steps: Vec::new(),
         });
     }
     let aborted = aborted_after.map(|_| "stage `canary promotion`: Envoy exited <signal 9>".into());

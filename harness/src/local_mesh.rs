@@ -268,12 +268,12 @@ pub struct LocalMesh {
     earlier: BTreeMap<String, Vec<ChildGuard>>,
     /// Where each subset's current backend logs.
     logs: BTreeMap<String, PathBuf>,
-    /// How many builds of each subset have been started.
-    builds: BTreeMap<String, u32>,
+    /// The build number the next rollout of each subset gets (the set-up starts build 1).
+    next_build: BTreeMap<String, u32>,
     /// Each subset's current backend address, in the order the backends came up.
     addresses: Vec<(String, SocketAddr)>,
-    /// The version of the clusters file written last.
-    clusters_version: u64,
+    /// The version of the clusters file the next rollout writes (the set-up writes 0 and 1).
+    next_clusters_version: u64,
     admin: Option<SocketAddr>,
     listeners: BTreeMap<EntryPoint, SocketAddr>,
     targets: BTreeMap<EntryPoint, Arc<HttpTarget>>,
@@ -292,9 +292,9 @@ impl LocalMesh {
             backends: BTreeMap::new(),
             earlier: BTreeMap::new(),
             logs: BTreeMap::new(),
-            builds: BTreeMap::new(),
+            next_build: BTreeMap::new(),
             addresses: Vec::new(),
-            clusters_version: 0,
+            next_clusters_version: 2,
             admin: None,
             listeners: BTreeMap::new(),
             targets: BTreeMap::new(),
@@ -336,7 +336,6 @@ impl LocalMesh {
         let child = ChildGuard::spawn(&name, command)?;
         match &start.process {
             Process::Backend { subset } => {
-                *self.builds.entry(subset.clone()).or_default() += 1;
                 self.logs.insert(subset.clone(), start.log.clone());
                 if let Some(old) = self.backends.insert(subset.clone(), child) {
                     self.earlier.entry(subset.clone()).or_default().push(old);
@@ -394,7 +393,6 @@ impl LocalMesh {
                 )
             }
             FileKind::Clusters { version } => {
-                self.clusters_version = *version;
                 let clusters = envoy_config::clusters_discovery_response(
                     &self.routing,
                     &self.addresses,
@@ -771,7 +769,7 @@ impl Mesh for LocalMesh {
     fn rollout_steps(&mut self, rollout: &Rollout, bound: Duration) -> anyhow::Result<Vec<Step>> {
         let subset = &rollout.subset;
         anyhow::ensure!(
-            self.backends.contains_key(subset),
+            self.routing.subsets.iter().any(|s| &s.name == subset),
             "the local mesh has no backend `{subset}` to roll out"
         );
         let tuning = match &rollout.tuning {
@@ -784,7 +782,11 @@ impl Mesh for LocalMesh {
                 .unwrap_or_default(),
         };
         let version = rollout.version().unwrap_or_else(|| "untagged".into());
-        let build = self.builds.get(subset).copied().unwrap_or(1) + 1;
+        // Planned here, so that a dry run lists the same steps as the run.
+        let build = self.next_build.get(subset).copied().unwrap_or(2);
+        self.next_build.insert(subset.clone(), build + 1);
+        let clusters_version = self.next_clusters_version;
+        self.next_clusters_version += 1;
         let wait = |condition| {
             Step::new(
                 Section::Deployments,
@@ -811,7 +813,7 @@ impl Mesh for LocalMesh {
                 Action::Write(crate::steps::Write {
                     path: envoy_config::cluster_dir(work).join(envoy_config::CLUSTER_FILE),
                     file: FileKind::Clusters {
-                        version: self.clusters_version + 1,
+                        version: clusters_version,
                     },
                 }),
             ),

@@ -109,8 +109,46 @@ pub struct Planned {
 }
 
 impl Planned {
-    /// The dry run's text.
-    pub fn describe(&self) -> String {
-        crate::steps::describe_plan(&self.setup, &self.teardown)
+    /// The dry run's text: the set-up, the walk's rollouts of new builds (planned by the mesh
+    /// exactly as the walk will, each bounded by `bound`), and the teardown.
+    pub fn describe(
+        &mut self,
+        scenario: &crate::scenario::Scenario,
+        bound: Duration,
+    ) -> anyhow::Result<String> {
+        let mut walk = Vec::new();
+        for stage in &scenario.stages {
+            for rollout in stage_rollouts(stage) {
+                let steps = self.mesh.rollout_steps(&rollout, bound)?;
+                walk.push((
+                    format!(
+                        "before stage {} `{}`, {}:",
+                        stage.index + 1,
+                        stage.name,
+                        rollout.describe()
+                    ),
+                    steps,
+                ));
+            }
+        }
+        Ok(crate::steps::describe_plan(
+            &self.setup,
+            &walk,
+            &self.teardown,
+        ))
     }
+}
+
+/// The new builds a stage rolls out before its weights apply, in subset order.
+pub fn stage_rollouts(stage: &crate::scenario::Stage) -> Vec<Rollout> {
+    stage
+        .images
+        .iter()
+        .map(|(subset, image)| Rollout {
+            subset: subset.clone(),
+            image: image.clone(),
+            env: stage.env.get(subset).cloned().unwrap_or_default(),
+            tuning: stage.backends.get(subset).cloned(),
+        })
+        .collect()
 }

@@ -135,9 +135,12 @@ pub struct StageReport {
     /// The SLO gates judged at this stage, on its answers pooled per subset.
     #[serde(default)]
     pub gates: Vec<GateReport>,
-    /// New builds rolled out before the weights applied (`canary → image`).
+    /// New builds rolled out before the weights applied (`rollout canary → image`).
     #[serde(default)]
     pub rollouts: Vec<String>,
+    /// The steps those rollouts executed, as a dry run lists them.
+    #[serde(default)]
+    pub rollout_steps: Vec<StepReport>,
 }
 
 /// The background load of one entry point and whether each window of it kept its requests.

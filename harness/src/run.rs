@@ -17,7 +17,9 @@ use crate::input_error::{InputError, InputErrors};
 use crate::load::{self, LoadSpec, Transitions};
 use crate::mesh::{Mesh, Rollout};
 use crate::prober::{Probe, Sample, Target};
-use crate::report::{EntryLoad, EntryReport, Report, ResultsLog, RollbackReport, StageReport};
+use crate::report::{
+    EntryLoad, EntryReport, Report, ResultsLog, RollbackReport, StageReport, StepReport,
+};
 use crate::routing::{EntryPoint, Routing, Staged};
 use crate::scenario::{Identify, OnFailure, Scenario, Stage};
 use crate::steps::Step;
@@ -179,7 +181,16 @@ impl Walk<'_> {
     ) -> anyhow::Result<()> {
         let transitions = Transitions::new();
         let loads = self.start_load(mesh, &transitions)?;
+        let margin = Duration::from_secs_f64(self.scenario.load.margin_s);
+        if !loads.is_empty() && !margin.is_zero() {
+            tracing::info!("background load: {margin:?} before the first stage");
+            tokio::time::sleep(margin).await;
+        }
         let walked = self.walk(mesh, report, log, &transitions).await;
+        if !loads.is_empty() && !margin.is_zero() {
+            tracing::info!("background load: {margin:?} after the last stage");
+            tokio::time::sleep(margin).await;
+        }
         // The load's verdicts count also when the walk stopped early: what it dropped happened.
         for (entry, started_s, handle) in loads {
             let load = handle
@@ -257,7 +268,7 @@ impl Walk<'_> {
             applied += 1;
             let stamp = format!("{}.{}", stage.index + 1, applied);
             let staged = self.routing.staged(&stage.weights, &stamp);
-            let rollouts = self
+            let (rollouts, rollout_steps) = self
                 .roll_out(mesh, stage, transitions, &mut versions)
                 .await
                 .with_context(|| format!("stage `{}`: rolling out its new builds", stage.name))?;
@@ -266,6 +277,7 @@ impl Walk<'_> {
                 .await
                 .with_context(|| format!("stage `{}`", stage.name))?;
             stage_report.rollouts = rollouts;
+            stage_report.rollout_steps = rollout_steps;
             self.observer.stage_done(&stage_report);
             let failed = !stage_report.passed;
             let because = stage_report.failures();
@@ -320,15 +332,11 @@ impl Walk<'_> {
         stage: &Stage,
         transitions: &Transitions,
         versions: &mut Option<BTreeMap<String, String>>,
-    ) -> anyhow::Result<Vec<String>> {
+    ) -> anyhow::Result<(Vec<String>, Vec<StepReport>)> {
         let mut done = Vec::new();
-        for (subset, image) in &stage.images {
-            let rollout = Rollout {
-                subset: subset.clone(),
-                image: image.clone(),
-                env: stage.env.get(subset).cloned().unwrap_or_default(),
-                tuning: stage.backends.get(subset).cloned(),
-            };
+        let mut executed = Vec::new();
+        for rollout in crate::mesh::stage_rollouts(stage) {
+            let subset = &rollout.subset;
             let what = rollout.describe();
             tracing::info!("stage {} `{}`: {what}", stage.index + 1, stage.name);
             self.observer.rolling_out(stage, &rollout);
@@ -340,6 +348,11 @@ impl Walk<'_> {
                 let error = result.as_ref().err().map(|e| format!("{e:#}"));
                 self.observer
                     .step_done(&step, t0.elapsed(), error.as_deref());
+                executed.push(StepReport {
+                    step: step.to_string(),
+                    seconds: t0.elapsed().as_secs_f64(),
+                    error,
+                });
                 result.with_context(|| step.to_string().trim().to_string())?;
             }
             transitions.settled();
@@ -348,7 +361,7 @@ impl Walk<'_> {
             }
             done.push(what);
         }
-        Ok(done)
+        Ok((done, executed))
     }
 
     /// Applies the rollback weights after a failed stage and proves, with a zero-leak test
@@ -507,6 +520,7 @@ impl Walk<'_> {
             entries: results,
             gates,
             rollouts: Vec::new(),
+            rollout_steps: Vec::new(),
         })
     }
 

@@ -80,7 +80,14 @@ enum StageRef {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LoadFile {
+    #[serde(default = "default_load_rate")]
     rate: f64,
+    #[serde(default)]
+    margin_s: f64,
+}
+
+fn default_load_rate() -> f64 {
+    DEFAULT_LOAD_RATE
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -231,6 +238,8 @@ pub struct ExpectRollback {
 pub struct Load {
     /// Requests per second; 0 turns the load off.
     pub rate: f64,
+    /// How long the load runs before the first stage and after the last, in seconds.
+    pub margin_s: f64,
 }
 
 /// The default background load: like the tutorial's `hey -c 2 -q 5`.
@@ -878,7 +887,15 @@ fn check(path: &Path, file: ScenarioFile) -> Result<Scenario, InputErrors> {
             .as_ref()
             .map(|l| l.rate)
             .unwrap_or(DEFAULT_LOAD_RATE),
+        margin_s: file.load.as_ref().map(|l| l.margin_s).unwrap_or(0.0),
     };
+    if !(load.margin_s.is_finite() && (0.0..=600.0).contains(&load.margin_s)) {
+        err(
+            "load.margin_s".into(),
+            format!("{} s is out of range", load.margin_s),
+            "use 0 to 600 seconds of load before the first stage and after the last".into(),
+        );
+    }
     if !(load.rate.is_finite() && (0.0..=1000.0).contains(&load.rate)) {
         err(
             "load.rate".into(),

@@ -27,7 +27,9 @@ fn scenario() -> (Scenario, Routing, TestPlans) {
     let text = std::fs::read_to_string(dir.join("tutorial.yaml")).unwrap();
     let scenario = Scenario::parse(
         &dir.join("tutorial.yaml"),
-        &format!("{text}\nmax_error_rate: 0.05\n"),
+        // No background load: these walks are about the verdicts, each answer drawn from the
+        // seeded fake mesh.
+        &format!("{text}\nmax_error_rate: 0.05\nload: {{ rate: 0 }}\n"),
     )
     .unwrap();
     let routing =

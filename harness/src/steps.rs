@@ -386,7 +386,7 @@ impl fmt::Display for Condition {
             }
             Condition::EnvoyClusters { subsets } => write!(
                 f,
-                "envoy's clusters of the subsets {} with their endpoints",
+                "envoy's clusters of the subsets {} to have their backend's current address as their only endpoint",
                 subsets.join(", ")
             ),
             Condition::EnvoyRoutes { entries, version } => write!(
@@ -660,13 +660,21 @@ impl StepLog {
 }
 
 /// The dry run's text: the set-up, then what happens at the end.
-pub fn describe_plan(setup: &[Step], teardown: &[Step]) -> String {
+pub fn describe_plan(setup: &[Step], walk: &[(String, Vec<Step>)], teardown: &[Step]) -> String {
     let mut out = String::new();
-    let width = (setup.len() + teardown.len()).to_string().len();
+    let walked: usize = walk.iter().map(|(_, steps)| steps.len()).sum();
+    let width = (setup.len() + walked + teardown.len()).to_string().len();
     let mut n = 0;
     for step in setup {
         n += 1;
         out.push_str(&format!("{n:>width$}. {step}\n"));
+    }
+    for (when, steps) in walk {
+        out.push_str(&format!("during the walk, {when}\n"));
+        for step in steps {
+            n += 1;
+            out.push_str(&format!("{n:>width$}. {step}\n"));
+        }
     }
     out.push_str("at the end, also after a failure or an interruption:\n");
     for step in teardown {
@@ -712,7 +720,7 @@ mod tests {
             apply.to_string(),
             "apply   Namespace test — server-side apply, new object"
         );
-        let plan = describe_plan(&[run, apply], &[]);
+        let plan = describe_plan(&[run, apply], &[], &[]);
         assert!(plan.starts_with("1. run "), "{plan}");
         assert!(plan.contains("\n2. apply "), "{plan}");
     }

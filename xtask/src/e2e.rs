@@ -93,14 +93,15 @@ pub fn drive(
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let planned = plan(prepared, walk).await?;
+        let mut planned = plan(prepared, walk).await?;
         if dry_run {
             println!(
                 "dry run: scenario `{}` on the {} mesh; nothing is run. In order, the run would:",
                 prepared.scenario.name,
                 walk.mesh.name()
             );
-            print!("{}", planned.describe());
+            let bound = walk.options(prepared.report_dir.clone()).converge_timeout;
+            print!("{}", planned.describe(&prepared.scenario, bound)?);
             return Ok(exit::PASSED);
         }
         let cancel = session::cancel_on_signals();

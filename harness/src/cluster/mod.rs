@@ -277,6 +277,7 @@ pub async fn plan_kind_with(
         istio.new_ca,
         teardown_how,
     );
+    mesh.set_plan(&setup);
     if let Some(dumps) = dumps {
         mesh = mesh.with_config_dumps(dumps);
     }
@@ -368,6 +369,7 @@ pub async fn plan_existing_with(
         istio.new_ca,
         teardown_how,
     );
+    mesh.set_plan(&setup);
     mesh.set_client(client);
     if let Some(dumps) = dumps {
         mesh = mesh.with_config_dumps(dumps);

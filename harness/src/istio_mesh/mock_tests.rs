@@ -579,3 +579,110 @@ async fn a_refused_request_is_noted_and_the_rest_is_collected(
         assert!(!dir.path().join(f).exists(), "{f} written");
     }
 }
+
+/// A stage's new canary build on a cluster: the Deployment the run applied, with the new image
+/// and environment on its container and nothing else changed, checked by a server-side dry run
+/// and then applied with the same field manager; the wait is for that Deployment's rollout.
+#[tokio::test]
+async fn a_rollout_reapplies_the_deployment_with_the_new_build_after_a_dry_run() {
+    let routing = tutorial_routing();
+    let (client, log) = mock_client(api_server);
+    let mut mesh = IstioMesh::new(
+        "kind",
+        &routing,
+        Access {
+            kubeconfig: PathBuf::from("/nonexistent/kubeconfig"),
+            context: None,
+        },
+        None,
+        Teardown::Existing {
+            keep: false,
+            uninstall: crate::invocation::Invocation::new("istioctl", Vec::new()),
+        },
+    );
+    mesh.client = Some(client);
+    let deployment = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "podinfo-canary", "namespace": "test"},
+        "spec": {"replicas": 1, "template": {"spec": {"containers": [{
+            "name": "podinfo",
+            "image": "ghcr.io/stefanprodan/podinfo:6.11.1",
+            "args": ["--port=9898"],
+            "env": [
+                {"name": "PODINFO_RANDOM_DELAY", "value": "true"},
+                {"name": "PODINFO_RANDOM_DELAY_UNIT", "value": "ms"}
+            ]
+        }]}}}
+    });
+    let created = Step::new(
+        crate::steps::Section::Deployments,
+        Action::Apply(Apply {
+            object: ObjectRef::of(&deployment),
+            body: deployment.clone(),
+            how: ApplyHow::Apply,
+            dry_run: false,
+        }),
+    );
+    mesh.execute(&created).await.unwrap();
+    let rollout = Rollout {
+        subset: "canary".into(),
+        image: "ghcr.io/stefanprodan/podinfo:6.11.2".into(),
+        env: [("PODINFO_RANDOM_DELAY".to_string(), "false".to_string())].into(),
+        tuning: None,
+    };
+    let steps = mesh
+        .rollout_steps(&rollout, Duration::from_secs(90))
+        .unwrap();
+    assert_eq!(steps.len(), 3, "{steps:#?}");
+    match &steps[2].action {
+        Action::Wait(w) => {
+            assert_eq!(
+                w.condition,
+                Condition::DeploymentRolledOut {
+                    namespace: "test".into(),
+                    name: "podinfo-canary".into()
+                }
+            );
+            assert_eq!(w.bound, Duration::from_secs(90));
+        }
+        other => panic!("expected the rollout wait, got {other:?}"),
+    }
+    for step in &steps[..2] {
+        mesh.execute(step).await.unwrap();
+    }
+    let log = log.lock().unwrap().clone();
+    let patches: Vec<&Recorded> = log.iter().filter(|r| r.method == "PATCH").collect();
+    assert_eq!(patches.len(), 3, "{log:#?}");
+    let (dry, real) = (patches[1], patches[2]);
+    assert!(dry.uri.contains("dryRun=All"), "{}", dry.uri);
+    assert!(!real.uri.contains("dryRun"), "{}", real.uri);
+    for r in [dry, real] {
+        assert!(
+            r.uri
+                .starts_with("/apis/apps/v1/namespaces/test/deployments/podinfo-canary?")
+        );
+        assert!(r.uri.contains("fieldManager=canary-harness"), "{}", r.uri);
+        // Only the image and the one variable changed; the rest is as the run applied it.
+        let mut want = deployment.clone();
+        let container = &mut want["spec"]["template"]["spec"]["containers"][0];
+        container["image"] = json!("ghcr.io/stefanprodan/podinfo:6.11.2");
+        container["env"] = json!([
+            {"name": "PODINFO_RANDOM_DELAY_UNIT", "value": "ms"},
+            {"name": "PODINFO_RANDOM_DELAY", "value": "false"}
+        ]);
+        assert_eq!(r.body, want);
+    }
+    // Created by the run, so still deleted at the end, and listed once.
+    assert_eq!(
+        mesh.changes.created,
+        vec!["Deployment test/podinfo-canary".to_string()]
+    );
+    assert!(mesh.changes.changed.is_empty(), "{:?}", mesh.changes);
+    assert!(
+        mesh.teardown().iter().any(|s| matches!(
+            &s.action,
+            Action::Delete(o) if o.name == "podinfo-canary"
+        )),
+        "the rolled-out Deployment is still the run's to delete"
+    );
+}

@@ -217,11 +217,18 @@ pub struct IstioMesh {
     mesh: Option<Arc<ExecCurlTarget>>,
     /// Every step attempted, in order: what the teardown undoes.
     executed: Vec<Step>,
+    /// The planned set-up: what a dry run's rollouts start from.
+    planned: Vec<Step>,
     teardown: Teardown,
     changes: ClusterChanges,
 }
 
 impl IstioMesh {
+    /// The set-up this mesh was planned with: a dry run's rollouts start from its objects.
+    pub fn set_plan(&mut self, setup: &[Step]) {
+        self.planned = setup.to_vec();
+    }
+
     pub fn new(
         mesh_kind: &'static str,
         routing: &Routing,
@@ -241,6 +248,7 @@ impl IstioMesh {
             ingress: None,
             mesh: None,
             executed: Vec::new(),
+            planned: Vec::new(),
             teardown,
             changes: ClusterChanges::default(),
         }
@@ -710,6 +718,7 @@ impl Mesh for IstioMesh {
             .executed
             .iter()
             .rev()
+            .chain(self.planned.iter().rev())
             .find_map(|s| match &s.action {
                 Action::Apply(a)
                     if !a.dry_run

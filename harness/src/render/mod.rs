@@ -381,6 +381,7 @@ pub(crate) mod fixture {
                 entries: results,
                 gates: Vec::new(),
                 rollouts: Vec::new(),
+                rollout_steps: Vec::new(),
             });
         }
         Report {
