@@ -275,7 +275,8 @@ pub enum ApplyHow {
     /// The object does not exist: server-side apply without force, so that an object someone
     /// else makes in the meantime conflicts instead of being taken over.
     Apply,
-    /// The object exists and the harness's field manager owns it (an earlier run): forced.
+    /// The object exists and the harness's field manager owns it (an earlier run, or this one
+    /// rolling out a new build): forced.
     Reapply,
     /// The object exists and someone else manages it; the user allowed it with `--adopt`.
     Adopt,
@@ -582,7 +583,9 @@ impl fmt::Display for Action {
                 let how = match a.how {
                     ApplyHow::Create => "create (it must not exist)",
                     ApplyHow::Apply => "server-side apply, new object",
-                    ApplyHow::Reapply => "server-side apply, forced: an earlier run made it",
+                    ApplyHow::Reapply => {
+                        "server-side apply, forced: the harness made it (this run or an earlier one)"
+                    }
                     ApplyHow::Adopt => "server-side apply, forced: taken over (--adopt)",
                 };
                 if a.dry_run {
