@@ -46,6 +46,26 @@ fn the_slow_canary_is_caught_rolled_back_patched_and_promoted() {
         .stdout(contains("rolled back at stage 2"));
     let report = read_report(&reports);
     assert_eq!(report["passed"], true, "{:#}", report["problems"]);
+    // The run's α is shared by the tests that can fail a correct mesh: each split stage on each
+    // entry point, and each gate at each stage where both subsets answer (the README's 6 + 6).
+    let split_stages = report["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| (0.001..0.999).contains(&s["expected_share"].as_f64().unwrap()))
+        .count();
+    let gate_verdicts: usize = report["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["gates"].as_array().unwrap().len())
+        .sum();
+    assert_eq!((split_stages, gate_verdicts), (3, 6));
+    assert_eq!(report["tests_in_run"], split_stages * 2 + gate_verdicts);
+    let alpha = report["stages"][1]["gates"][0]["judgement"]["alpha"]
+        .as_f64()
+        .unwrap();
+    assert!((alpha - 1e-4 / 12.0).abs() < 1e-15, "{alpha}");
 
     // Stage 2 failed its latency gate only: the split itself was right.
     let warm_up = &report["stages"][1];

@@ -162,6 +162,16 @@ pub struct Walk<'a> {
     pub started: Instant,
 }
 
+/// What the walk carries from stage to stage besides the report.
+struct Progress<'l> {
+    log: &'l mut ResultsLog,
+    /// The background load's marks of each transition.
+    transitions: Transitions,
+    /// The version each subset's answers must report (`None` without `identify`); a rollout
+    /// changes it.
+    versions: Option<BTreeMap<String, String>>,
+}
+
 /// What sampling one entry point at one stage gave.
 struct EntryResult {
     reports: Vec<EntryReport>,
@@ -186,7 +196,12 @@ impl Walk<'_> {
             tracing::info!("background load: {margin:?} before the first stage");
             tokio::time::sleep(margin).await;
         }
-        let walked = self.walk(mesh, report, log, &transitions).await;
+        let mut progress = Progress {
+            log,
+            transitions: transitions.clone(),
+            versions: expected_versions(self.scenario.identify.as_ref(), self.routing),
+        };
+        let walked = self.walk(mesh, report, &mut progress).await;
         if !loads.is_empty() && !margin.is_zero() {
             tracing::info!("background load: {margin:?} after the last stage");
             tokio::time::sleep(margin).await;
@@ -253,10 +268,8 @@ impl Walk<'_> {
         &self,
         mesh: &mut dyn Mesh,
         report: &mut Report,
-        log: &mut ResultsLog,
-        transitions: &Transitions,
+        progress: &mut Progress<'_>,
     ) -> anyhow::Result<()> {
-        let mut versions = expected_versions(self.scenario.identify.as_ref(), self.routing);
         let stages = &self.scenario.stages;
         let mut current = self
             .routing
@@ -269,11 +282,11 @@ impl Walk<'_> {
             let stamp = format!("{}.{}", stage.index + 1, applied);
             let staged = self.routing.staged(&stage.weights, &stamp);
             let (rollouts, rollout_steps) = self
-                .roll_out(mesh, stage, transitions, &mut versions)
+                .roll_out(mesh, stage, progress)
                 .await
                 .with_context(|| format!("stage `{}`: rolling out its new builds", stage.name))?;
             let mut stage_report = self
-                .walk_stage(mesh, stage, &current, &staged, log, transitions, &versions)
+                .walk_stage(mesh, stage, &current, &staged, progress)
                 .await
                 .with_context(|| format!("stage `{}`", stage.name))?;
             stage_report.rollouts = rollouts;
@@ -289,7 +302,7 @@ impl Walk<'_> {
                 let stamp = format!("{}.{}.rollback", stage.index + 1, applied);
                 let staged = self.routing.staged(&self.scenario.rollback_weights, &stamp);
                 let mut rollback = self
-                    .roll_back(mesh, stage, &current, &staged, log, transitions, &versions)
+                    .roll_back(mesh, stage, &staged, progress)
                     .await
                     .with_context(|| format!("rolling back after stage `{}`", stage.name))?;
                 current = staged;
@@ -330,8 +343,7 @@ impl Walk<'_> {
         &self,
         mesh: &mut dyn Mesh,
         stage: &Stage,
-        transitions: &Transitions,
-        versions: &mut Option<BTreeMap<String, String>>,
+        progress: &mut Progress<'_>,
     ) -> anyhow::Result<(Vec<String>, Vec<StepReport>)> {
         let mut done = Vec::new();
         let mut executed = Vec::new();
@@ -340,7 +352,7 @@ impl Walk<'_> {
             let what = rollout.describe();
             tracing::info!("stage {} `{}`: {what}", stage.index + 1, stage.name);
             self.observer.rolling_out(stage, &rollout);
-            transitions.mark(&what);
+            progress.transitions.mark(&what);
             for step in mesh.rollout_steps(&rollout, self.options.converge_timeout)? {
                 self.observer.step_started(&step);
                 let t0 = Instant::now();
@@ -355,8 +367,9 @@ impl Walk<'_> {
                 });
                 result.with_context(|| step.to_string().trim().to_string())?;
             }
-            transitions.settled();
-            if let (Some(versions), Some(version)) = (versions.as_mut(), rollout.version()) {
+            progress.transitions.settled();
+            if let (Some(versions), Some(version)) = (progress.versions.as_mut(), rollout.version())
+            {
                 versions.insert(subset.clone(), version);
             }
             done.push(what);
@@ -366,16 +379,12 @@ impl Walk<'_> {
 
     /// Applies the rollback weights after a failed stage and proves, with a zero-leak test
     /// per entry point and class, that the traffic left the canary.
-    #[allow(clippy::too_many_arguments)]
     async fn roll_back(
         &self,
         mesh: &mut dyn Mesh,
         failed: &Stage,
-        before: &Staged,
         staged: &Staged,
-        log: &mut ResultsLog,
-        transitions: &Transitions,
-        versions: &Option<BTreeMap<String, String>>,
+        progress: &mut Progress<'_>,
     ) -> anyhow::Result<RollbackReport> {
         let scenario = self.scenario;
         let weights = scenario.rollback_weights.clone();
@@ -418,22 +427,13 @@ impl Walk<'_> {
             })
             .collect::<Result<_, _>>()
             .context("planning the rollback's zero-leak tests")?;
-        transitions.mark(&format!(
+        progress.transitions.mark(&format!(
             "rollback after stage {} ({})",
             failed.index + 1,
             failed.name
         ));
         let (converge, results, _) = self
-            .apply_and_sample(
-                mesh,
-                &stage,
-                before,
-                staged,
-                &plans,
-                log,
-                transitions,
-                versions,
-            )
+            .apply_and_sample(mesh, &stage, staged, &plans, progress)
             .await?;
         Ok(RollbackReport {
             after_stage: failed.index,
@@ -449,16 +449,13 @@ impl Walk<'_> {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn walk_stage(
         &self,
         mesh: &mut dyn Mesh,
         stage: &Stage,
         before: &Staged,
         staged: &Staged,
-        log: &mut ResultsLog,
-        transitions: &Transitions,
-        versions: &Option<BTreeMap<String, String>>,
+        progress: &mut Progress<'_>,
     ) -> anyhow::Result<StageReport> {
         let scenario = self.scenario;
         self.observer.stage_started(stage, before, staged);
@@ -474,22 +471,13 @@ impl Walk<'_> {
             .cloned()
             .enumerate()
             .collect();
-        transitions.mark(&format!(
+        progress.transitions.mark(&format!(
             "weights → stage {} ({})",
             stage.index + 1,
             stage.name
         ));
         let (converge, results, per_subset) = self
-            .apply_and_sample(
-                mesh,
-                stage,
-                before,
-                staged,
-                &plans,
-                log,
-                transitions,
-                versions,
-            )
+            .apply_and_sample(mesh, stage, staged, &plans, progress)
             .await?;
         let share = stage.expected_share(&scenario.canary);
         let gates = crate::gates::judge_stage(
@@ -528,17 +516,13 @@ impl Walk<'_> {
     /// entry point at the same time (each with its own concurrency: a stage costs the slower
     /// one, not the sum), one test per planned class. Returns the time to converge, the tests'
     /// reports, and their answers pooled per subset (for the gates).
-    #[allow(clippy::too_many_arguments)]
     async fn apply_and_sample(
         &self,
         mesh: &mut dyn Mesh,
         stage: &Stage,
-        _before: &Staged,
         staged: &Staged,
         plans: &[(usize, TestPlan)],
-        log: &mut ResultsLog,
-        transitions: &Transitions,
-        versions: &Option<BTreeMap<String, String>>,
+        progress: &mut Progress<'_>,
     ) -> anyhow::Result<(Duration, Vec<EntryReport>, BTreeMap<String, PerSubset>)> {
         let t0 = Instant::now();
         mesh.apply(staged)
@@ -548,7 +532,7 @@ impl Walk<'_> {
             .await
             .context("waiting for the proxies to route with the stage's weights")?;
         let converge = t0.elapsed();
-        transitions.settled();
+        progress.transitions.settled();
         self.observer.converged(stage, converge);
         tracing::info!(
             "proxies route with the new weights after {:.2} s",
@@ -559,7 +543,14 @@ impl Walk<'_> {
             targets.push((entry, mesh.target(entry)?));
         }
         let sampled = futures::future::join_all(targets.iter().map(|(entry, target)| {
-            self.sample_entry(*entry, target.clone(), stage, staged, plans, versions)
+            self.sample_entry(
+                *entry,
+                target.clone(),
+                stage,
+                staged,
+                plans,
+                &progress.versions,
+            )
         }))
         .await;
         let mut results = Vec::new();
@@ -585,7 +576,7 @@ impl Walk<'_> {
                     r.trials,
                     if r.passed { "pass" } else { "FAIL" }
                 );
-                log.append(&r)?;
+                progress.log.append(&r)?;
                 results.push(r);
             }
         }
