@@ -4,6 +4,9 @@
 
 use crate::report::{EntryLoad, Report, RollbackReport};
 
+/// Failed requests of a window listed by name; the rest are counted (all are in report.json).
+const FAILURES_SHOWN: usize = 3;
+
 /// What a group of findings is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Topic {
@@ -154,11 +157,35 @@ fn load_findings(load: &EntryLoad) -> Vec<Finding> {
         ),
     }];
     for t in load.transitions.iter().filter(|t| t.failed > 0) {
+        let failed: Vec<String> = l
+            .failures
+            .iter()
+            .filter(|f| f.window == t.window)
+            .take(FAILURES_SHOWN)
+            .map(|f| {
+                format!(
+                    "{:.2} s after the load started, {}: {}",
+                    f.intended_ms / 1000.0,
+                    f.subset.as_deref().unwrap_or("no subset"),
+                    f.error
+                )
+            })
+            .collect();
+        let more = t.failed.saturating_sub(failed.len() as u64);
         out.push(Finding {
             topic: Topic::Load,
             passed: t.passed,
             title: format!("{} · {}", load.entry, t.name),
-            detail: t.message.clone(),
+            detail: format!(
+                "{}; {}{}",
+                t.message,
+                failed.join("; "),
+                if more > 0 {
+                    format!("; {more} more in report.json")
+                } else {
+                    String::new()
+                }
+            ),
         });
     }
     out
@@ -190,6 +217,18 @@ mod tests {
             load: LoadReport {
                 rate_per_s: 10.0,
                 scheduled: 30,
+                // One of the two failures of window 1 made it into the list (the cap).
+                failures: vec![crate::load::FailedRequest {
+                    seq: 1,
+                    intended_ms: 100.0,
+                    latency_ms: Some(1.0),
+                    service_ms: Some(1.0),
+                    status: Some(503),
+                    subset: Some("canary".into()),
+                    stamp: None,
+                    error: "HTTP 503".into(),
+                    window: 1,
+                }],
                 ..Default::default()
             },
             transitions,
@@ -207,7 +246,10 @@ mod tests {
             "{found:?}"
         );
         assert_eq!(found[1].title, "ingress · rollout canary");
-        assert_eq!(found[1].detail, "rollout canary dropped 2");
+        assert_eq!(
+            found[1].detail,
+            "rollout canary dropped 2; 0.10 s after the load started, canary: HTTP 503; 1 more in report.json"
+        );
     }
 
     #[test]
