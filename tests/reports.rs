@@ -296,6 +296,7 @@ fn report(failing: &[&str], aborted_after: Option<usize>) -> Report {
             gates: Vec::new(),
             rollouts: Vec::new(),
             rollout_steps: Vec::new(),
+            versions: Default::default(),
         });
     }
     let aborted = aborted_after.map(|_| "stage `canary promotion`: Envoy exited <signal 9>".into());

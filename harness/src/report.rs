@@ -141,6 +141,9 @@ pub struct StageReport {
     /// The steps those rollouts executed, as a dry run lists them.
     #[serde(default)]
     pub rollout_steps: Vec<StepReport>,
+    /// The version each subset's answers had to report at this stage (with `identify`).
+    #[serde(default)]
+    pub versions: BTreeMap<String, String>,
 }
 
 /// The background load of one entry point and whether each window of it kept its requests.

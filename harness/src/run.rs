@@ -509,6 +509,7 @@ impl Walk<'_> {
             gates,
             rollouts: Vec::new(),
             rollout_steps: Vec::new(),
+            versions: progress.versions.clone().unwrap_or_default(),
         })
     }
 

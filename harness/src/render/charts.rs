@@ -267,7 +267,13 @@ pub fn traffic_chart(report: &Report) -> anyhow::Result<String> {
             .configure_mesh()
             .x_desc("seconds since the start of the run")
             .y_desc("answers per second")
-            .x_label_formatter(&|x| format!("{x:.0} s"))
+            .x_label_formatter(&|x| {
+                if end < 10.0 {
+                    format!("{x:.1} s")
+                } else {
+                    format!("{x:.0} s")
+                }
+            })
             .y_label_formatter(&|y| format!("{y:.0}"))
             .label_style((FONT, 13))
             .light_line_style(WHITE)
@@ -516,7 +522,8 @@ pub fn latency_gate_chart(report: &Report) -> anyhow::Result<String> {
             .iter()
             .map(|p| p.measured.max(p.limit))
             .fold(2.0, f64::max)
-            * 1.25;
+            // Room above the highest mark for the legend (the axis is logarithmic).
+            * 4.0;
         let bottom = points
             .iter()
             .map(|p| p.bound.min(p.measured))
@@ -606,7 +613,7 @@ pub fn latency_gate_chart(report: &Report) -> anyhow::Result<String> {
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
+            .position(SeriesLabelPosition::UpperRight)
             .label_font((FONT, 13))
             .background_style(WHITE.mix(0.9))
             .border_style(EXPECTED.mix(0.4))

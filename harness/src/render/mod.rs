@@ -152,10 +152,22 @@ fn weights(report: &Report, e: &EntryReport) -> String {
 }
 
 /// `ga (6.14.0)`: a subset with the version its workload reports.
+/// `ga (6.14.0)`: a subset with the version its workload reports; `canary (6.11.1 → 6.11.2)`
+/// when a stage rolled out a new build of it.
 fn label(report: &Report, subset: &str) -> String {
-    match report.versions.get(subset) {
-        Some(v) => format!("{subset} ({v})"),
-        None => subset.to_string(),
+    let mut versions: Vec<&String> = report.versions.get(subset).into_iter().collect();
+    for stage in &report.stages {
+        if let Some(v) = stage.versions.get(subset)
+            && versions.last() != Some(&v)
+        {
+            versions.push(v);
+        }
+    }
+    if versions.is_empty() {
+        subset.to_string()
+    } else {
+        let joined: Vec<&str> = versions.iter().map(|v| v.as_str()).collect();
+        format!("{subset} ({})", joined.join(" → "))
     }
 }
 
@@ -382,6 +394,7 @@ pub(crate) mod fixture {
                 gates: Vec::new(),
                 rollouts: Vec::new(),
                 rollout_steps: Vec::new(),
+                versions: Default::default(),
             });
         }
         Report {
