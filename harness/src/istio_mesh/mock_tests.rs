@@ -686,3 +686,102 @@ async fn a_rollout_reapplies_the_deployment_with_the_new_build_after_a_dry_run()
         "the rolled-out Deployment is still the run's to delete"
     );
 }
+
+/// How each kind of apply of the plan goes out: a new object (`Apply`) as a server-side apply
+/// without `force`, so that an object someone made in the meantime conflicts instead of being
+/// taken over; an object the harness manages (`Reapply`) or may adopt (`Adopt`) forced; one
+/// that must not exist (`Create`) as a POST. Every write carries the field manager and strict
+/// field validation; a dry run only adds `dryRun=All` and is not recorded as a change.
+#[rstest::rstest]
+#[case::new_object(ApplyHow::Apply, false, "PATCH", false, Some(true))]
+#[case::new_object_dry_run(ApplyHow::Apply, true, "PATCH", false, None)]
+#[case::managed_by_the_harness(ApplyHow::Reapply, false, "PATCH", true, Some(false))]
+#[case::adopted(ApplyHow::Adopt, false, "PATCH", true, Some(false))]
+#[case::adopted_dry_run(ApplyHow::Adopt, true, "PATCH", true, None)]
+#[case::must_not_exist(ApplyHow::Create, false, "POST", false, Some(true))]
+#[tokio::test]
+async fn only_objects_the_run_may_take_over_are_applied_with_force(
+    #[case] how: ApplyHow,
+    #[case] dry_run: bool,
+    #[case] method: &str,
+    #[case] forced: bool,
+    #[case] created: Option<bool>,
+) {
+    let routing = tutorial_routing();
+    let (client, log) = mock_client(|rec| match rec.method.as_str() {
+        "POST" => (201, rec.body.clone()),
+        _ => api_server(rec),
+    });
+    let mut mesh = IstioMesh::new(
+        "existing",
+        &routing,
+        Access {
+            kubeconfig: PathBuf::from("/nonexistent/kubeconfig"),
+            context: None,
+        },
+        None,
+        Teardown::Existing {
+            keep: false,
+            uninstall: crate::invocation::Invocation::new("istioctl", Vec::new()),
+        },
+    );
+    mesh.client = Some(client);
+    let service = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "podinfo", "namespace": "test"},
+        "spec": {"selector": {"app": "podinfo"}, "ports": [{"name": "http", "port": 9898}]}
+    });
+    let step = Step::new(
+        crate::steps::Section::Deployments,
+        Action::Apply(Apply {
+            object: ObjectRef::of(&service),
+            body: service.clone(),
+            how,
+            dry_run,
+        }),
+    );
+    mesh.execute(&step).await.unwrap();
+    let log = log.lock().unwrap().clone();
+    let writes: Vec<&Recorded> = log.iter().filter(|r| r.method != "GET").collect();
+    assert_eq!(writes.len(), 1, "{log:#?}");
+    let r = writes[0];
+    assert_eq!(r.method, method);
+    let path = r.uri.split('?').next().unwrap();
+    let query: Vec<&str> = r
+        .uri
+        .split_once('?')
+        .map_or("", |(_, q)| q)
+        .split('&')
+        .collect();
+    match method {
+        "POST" => assert_eq!(path, "/api/v1/namespaces/test/services"),
+        _ => {
+            assert_eq!(path, "/api/v1/namespaces/test/services/podinfo");
+            assert_eq!(r.content_type, "application/apply-patch+yaml");
+            assert!(query.contains(&"fieldValidation=Strict"), "{}", r.uri);
+        }
+    }
+    assert!(query.contains(&"fieldManager=canary-harness"), "{}", r.uri);
+    assert_eq!(query.contains(&"force=true"), forced, "{}", r.uri);
+    if !forced {
+        assert!(!r.uri.contains("force"), "{}", r.uri);
+    }
+    assert_eq!(query.contains(&"dryRun=All"), dry_run, "{}", r.uri);
+    assert_eq!(r.body, service);
+    let what = vec!["Service test/podinfo".to_string()];
+    let none: Vec<String> = Vec::new();
+    match created {
+        Some(true) => assert_eq!(
+            (&mesh.changes.created, &mesh.changes.changed),
+            (&what, &none)
+        ),
+        Some(false) => assert_eq!(
+            (&mesh.changes.created, &mesh.changes.changed),
+            (&none, &what)
+        ),
+        None => assert_eq!(
+            (&mesh.changes.created, &mesh.changes.changed),
+            (&none, &none)
+        ),
+    }
+}
