@@ -785,3 +785,127 @@ async fn only_objects_the_run_may_take_over_are_applied_with_force(
         ),
     }
 }
+
+/// Proxies whose workload certificates chain to `root_of` each pod's CA; the pods whose
+/// proxies were asked are noted.
+struct CertsOf {
+    chains: Vec<(String, String)>,
+    asked: Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl proxy::ConfigDumps for CertsOf {
+    async fn dump(&self, proxy: &proxy::ProxyRef) -> anyhow::Result<Value> {
+        self.asked.lock().unwrap().push(proxy.pod.clone());
+        let chain = self
+            .chains
+            .iter()
+            .find(|(pod, _)| *pod == proxy.pod)
+            .map(|(_, chain)| chain.clone())
+            .ok_or_else(|| anyhow::anyhow!("no proxy in pod {}", proxy.pod))?;
+        Ok(sidecar_dump(&chain))
+    }
+}
+
+/// The workload-certificate check reads the proxy of a Ready pod that is not being deleted,
+/// whatever comes first by name: a terminating pod (still Ready in its grace period) whose
+/// certificate is of another root, and a pod that is not Ready yet, are passed over.
+#[tokio::test]
+async fn the_workload_certificate_is_read_from_a_live_ready_pod() {
+    let routing = tutorial_routing();
+    let ours = CaBundle::generate().unwrap();
+    let old = CaBundle::generate().unwrap();
+    let workload = |name: &str, ready: bool, deleting: bool| {
+        let status = if ready { "True" } else { "False" };
+        let mut p = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "test", "labels": {"app": "podinfo", "version": "canary"}},
+            "spec": {"containers": [{"name": "podinfo", "image": "x"}],
+                     "initContainers": [{"name": "istio-proxy", "image": "x", "restartPolicy": "Always"}]},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": status}],
+                       "containerStatuses": [{"name": "podinfo", "ready": ready, "restartCount": 0, "image": "x", "imageID": "",
+                                              "state": {"running": {"startedAt": "2026-12-02T10:00:00Z"}}}]}});
+        if deleting {
+            p["metadata"]["deletionTimestamp"] = json!("2026-12-02T10:05:00Z");
+        }
+        p
+    };
+    let pods = list(
+        "PodList",
+        vec![
+            workload("podinfo-canary-5f7d9c8b4-aaaaa", true, true),
+            workload("podinfo-canary-5f7d9c8b4-bbbbb", false, false),
+            workload("podinfo-canary-5f7d9c8b4-ccccc", true, false),
+        ],
+    );
+    let (client, log) = mock_client(move |rec| {
+        if rec.method == "GET" && rec.uri.starts_with("/api/v1/namespaces/test/pods?") {
+            (200, pods.clone())
+        } else {
+            not_found()
+        }
+    });
+    let mut mesh = IstioMesh::new(
+        "existing",
+        &routing,
+        Access {
+            kubeconfig: PathBuf::from("/nonexistent/kubeconfig"),
+            context: None,
+        },
+        None,
+        Teardown::Existing {
+            keep: false,
+            uninstall: crate::invocation::Invocation::new("istioctl", Vec::new()),
+        },
+    );
+    mesh.client = Some(client);
+    let certs = Arc::new(CertsOf {
+        chains: vec![
+            (
+                "podinfo-canary-5f7d9c8b4-aaaaa".into(),
+                ca::workload_chain(&old),
+            ),
+            (
+                "podinfo-canary-5f7d9c8b4-bbbbb".into(),
+                ca::workload_chain(&old),
+            ),
+            (
+                "podinfo-canary-5f7d9c8b4-ccccc".into(),
+                ca::workload_chain(&ours),
+            ),
+        ],
+        asked: Mutex::default(),
+    });
+    mesh.dumps = Some(certs.clone());
+    let step = Step::new(
+        crate::steps::Section::Deployments,
+        Action::Wait(crate::steps::Wait {
+            condition: Condition::WorkloadCertificate {
+                namespace: "test".into(),
+                deployment: "podinfo-canary".into(),
+                selector: [
+                    ("app".to_string(), "podinfo".to_string()),
+                    ("version".to_string(), "canary".to_string()),
+                ]
+                .into(),
+                root: crate::steps::Root::Pem {
+                    pem: ours.root_cert_pem.clone(),
+                    what: "the harness's CA".into(),
+                },
+            },
+            bound: Duration::from_secs(5),
+        }),
+    );
+    mesh.execute(&step).await.unwrap();
+    assert_eq!(
+        *certs.asked.lock().unwrap(),
+        ["podinfo-canary-5f7d9c8b4-ccccc"]
+    );
+    let log = log.lock().unwrap().clone();
+    assert!(
+        log[0]
+            .uri
+            .contains("labelSelector=app%3Dpodinfo%2Cversion%3Dcanary"),
+        "{}",
+        log[0].uri
+    );
+}
