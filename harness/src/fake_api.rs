@@ -223,7 +223,8 @@ impl FakeApi {
     }
 
     /// Istio as istioctl installs it: istiod of `revision` in istio-system, its injector
-    /// webhook (and the default tag's) with `root` as caBundle, the CRDs, the ingress gateway
+    /// webhook (and the default tag's) with `root` as caBundle (none in the never-match webhook
+    /// of a default install, which the checks must skip), the CRDs, the ingress gateway
     /// pod and its Service, and a `cacerts` Secret holding `root` when `cacerts` is true.
     pub fn install_istio(&self, revision: &str, root: &str, cacerts: bool) {
         install(&self.store, revision, root, cacerts);
@@ -256,10 +257,23 @@ fn install(store: &Arc<Mutex<Store>>, revision: &str, root: &str, cacerts: bool)
                                   "spec": {"containers": [{"name": "discovery", "image": "istio/pilot"}]}}}
         }));
         let hook = |name: &str, selector: Value| {
-            json!({"name": name, "sideEffects": "None", "admissionReviewVersions": ["v1"],
+            let never_match =
+                selector == json!({"matchLabels": {"istio.io/deactivated": "never-match"}});
+            // istiod patches the caBundle into the switched-off hook too; here it stays empty,
+            // so that the injector check passes only when it skips that hook.
+            let bundle = if never_match {
+                String::new()
+            } else {
+                b64(root)
+            };
+            let mut hook = json!({"name": name, "sideEffects": "None", "admissionReviewVersions": ["v1"],
                    "clientConfig": {"service": {"name": format!("istiod{rev_suffix}"), "namespace": "istio-system", "path": "/inject"},
-                                    "caBundle": b64(root)},
-                   "namespaceSelector": selector})
+                                    "caBundle": bundle},
+                   "namespaceSelector": selector});
+            if never_match {
+                hook["objectSelector"] = selector.clone();
+            }
+            hook
         };
         let never = json!({"matchLabels": {"istio.io/deactivated": "never-match"}});
         let injection = json!({"matchLabels": {"istio-injection": "enabled"}});

@@ -484,4 +484,185 @@ mod tests {
         drop(first);
         RunLock::acquire(&path, LockOf::ReportDir).unwrap();
     }
+
+    #[test]
+    fn a_second_lock_on_a_cluster_name_names_the_holder_and_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        // Where the kind plan puts it: `<state>/kind-<name>.lock`; the folder may not exist yet.
+        let path = dir.path().join("state").join("kind-canary-harness.lock");
+        let first = RunLock::acquire(&path, LockOf::Cluster).unwrap();
+        let err = RunLock::acquire(&path, LockOf::Cluster).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains(&format!("process {}", std::process::id())),
+            "{text}"
+        );
+        assert!(text.contains("--cluster-name"), "{text}");
+        assert!(text.contains("kind-canary-harness.lock"), "{text}");
+        assert!(!text.contains("--report-dir"), "{text}");
+        assert!(crate::input_error::is_input_error(&err));
+        // Another cluster name is another lock.
+        RunLock::acquire(&dir.path().join("state/kind-other.lock"), LockOf::Cluster).unwrap();
+        drop(first);
+        RunLock::acquire(&path, LockOf::Cluster).unwrap();
+    }
+
+    /// A cluster name in use: the session refuses before any step of the set-up, writes no
+    /// report, and lets go of the report folder again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_run_on_a_cluster_name_in_use_is_refused_before_anything_runs() {
+        let (scenario, routing) = tutorial();
+        let dir = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let cluster_lock = state.path().join("kind-canary-harness.lock");
+        let _other_run = RunLock::acquire(&cluster_lock, LockOf::Cluster).unwrap();
+        let options = RunOptions::new(dir.path().to_path_buf());
+        let mut planned = crate::fake_mesh::plan(&routing, Duration::ZERO, 7);
+        planned.locks = vec![cluster_lock.clone()];
+        let err = Session {
+            scenario: &scenario,
+            routing: &routing,
+            plans: &crate::run::plan_tests(&scenario, routing.entry_points().len()).unwrap(),
+            options: &options,
+            observer: &Quiet,
+        }
+        .run(planned, CancellationToken::new())
+        .await
+        .unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains(&std::process::id().to_string()), "{text}");
+        assert!(text.contains("--cluster-name"), "{text}");
+        assert!(crate::input_error::is_input_error(&err));
+        assert!(!dir.path().join("report.json").exists());
+        assert!(!dir.path().join("results.jsonl").exists());
+        RunLock::acquire(&dir.path().join(LOCK_FILE), LockOf::ReportDir).unwrap();
+    }
+
+    /// A mesh whose teardown starts with a step that hangs for `hang`; every step it executes
+    /// is noted in `executed`.
+    struct HangingTeardown {
+        /// In a Mutex only to make the wrapper Sync (`&self` methods' futures must be Send).
+        inner: std::sync::Mutex<Box<dyn Mesh>>,
+        hang: Duration,
+        executed: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    }
+
+    fn teardown_step(name: &str) -> Step {
+        Step::new(
+            crate::steps::Section::Teardown,
+            crate::steps::Action::Delete(crate::steps::ObjectRef {
+                api_version: "v1".into(),
+                kind: "Namespace".into(),
+                namespace: None,
+                name: name.into(),
+            }),
+        )
+    }
+
+    #[async_trait::async_trait]
+    impl Mesh for HangingTeardown {
+        fn kind(&self) -> &'static str {
+            self.inner.lock().unwrap().kind()
+        }
+        async fn execute(&mut self, step: &Step) -> anyhow::Result<()> {
+            self.executed.lock().unwrap().push(step.to_string());
+            if step.to_string().contains("hangs") {
+                tokio::time::sleep(self.hang).await;
+            }
+            self.inner.get_mut().unwrap().execute(step).await
+        }
+        fn teardown(&self) -> Vec<Step> {
+            vec![teardown_step("hangs"), teardown_step("after")]
+        }
+        fn entry_points(&self) -> Vec<crate::routing::EntryPoint> {
+            self.inner.lock().unwrap().entry_points()
+        }
+        async fn apply(&mut self, staged: &crate::routing::Staged) -> anyhow::Result<()> {
+            self.inner.get_mut().unwrap().apply(staged).await
+        }
+        async fn await_weights(
+            &mut self,
+            weights: &crate::scenario::Weights,
+            timeout: Duration,
+        ) -> anyhow::Result<()> {
+            self.inner
+                .get_mut()
+                .unwrap()
+                .await_weights(weights, timeout)
+                .await
+        }
+        fn target(
+            &self,
+            entry: crate::routing::EntryPoint,
+        ) -> anyhow::Result<std::sync::Arc<dyn crate::prober::Target>> {
+            self.inner.lock().unwrap().target(entry)
+        }
+        async fn diagnostics(&self, dir: &Path) -> anyhow::Result<()> {
+            std::fs::create_dir_all(dir)?;
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_teardown_that_hangs_is_cut_off_at_its_bound_and_reported() {
+        let (scenario, routing) = tutorial();
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = RunOptions::new(dir.path().to_path_buf());
+        options.teardown_timeout = Duration::from_millis(300);
+        let mut planned = crate::fake_mesh::plan(&routing, Duration::ZERO, 7);
+        let executed = std::sync::Arc::default();
+        planned.mesh = Box::new(HangingTeardown {
+            inner: std::sync::Mutex::new(planned.mesh),
+            hang: Duration::from_secs(3600),
+            executed: std::sync::Arc::clone(&executed),
+        });
+        let session = Session {
+            scenario: &scenario,
+            routing: &routing,
+            plans: &crate::run::plan_tests(&scenario, routing.entry_points().len()).unwrap(),
+            options: &options,
+            observer: &Quiet,
+        };
+        let finished = tokio::time::timeout(
+            Duration::from_secs(120),
+            session.run(planned, CancellationToken::new()),
+        )
+        .await
+        .expect("the session ends although a teardown step hangs")
+        .unwrap();
+        assert_eq!(
+            finished.outcome,
+            Outcome::Passed,
+            "{:?}",
+            finished.report.aborted
+        );
+        assert_eq!(
+            finished.teardown_errors,
+            [
+                format!(
+                    "{}: not done within the teardown's 300ms",
+                    teardown_step("hangs")
+                ),
+                format!(
+                    "not done within the teardown's 300ms: {}",
+                    teardown_step("after")
+                ),
+            ]
+        );
+        // The step after the hanging one is not started once the bound has passed.
+        let executed = executed.lock().unwrap().clone();
+        assert_eq!(
+            executed.last().unwrap(),
+            &teardown_step("hangs").to_string(),
+            "{executed:?}"
+        );
+        let report = Report::read(&dir.path().join("report.json")).unwrap();
+        assert!(report.passed);
+        assert_eq!(report.stages.len(), 4);
+        for file in ["junit.xml", "summary.md", "report.html"] {
+            assert!(dir.path().join(file).exists(), "{file}");
+        }
+        // The lock of the report folder is let go.
+        RunLock::acquire(&dir.path().join(LOCK_FILE), LockOf::ReportDir).unwrap();
+    }
 }

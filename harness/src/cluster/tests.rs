@@ -873,3 +873,133 @@ impl ConfigDumps for KindProxies {
         .await
     }
 }
+
+/// `--keep` on the user's cluster: the teardown deletes nothing, says what it keeps, and the
+/// report lists those objects as left behind; nothing the run created is gone afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_on_an_existing_cluster_deletes_nothing_and_says_what_it_kept() {
+    let cluster = UserCluster::with_istio("default").await;
+    let before = cluster.api.names();
+    let mut config = cluster.config();
+    config.keep = true;
+    let planned = cluster.plan(&config).await.unwrap();
+    let created: Vec<String> = applies(&planned)
+        .into_iter()
+        .filter(|(_, how, dry_run)| !dry_run && how.creates())
+        .map(|(what, _, _)| what)
+        .collect();
+    assert!(
+        created.contains(&"Namespace test".to_string())
+            && created.contains(&"Pod test/canary-mesh-client-ab12cd".to_string()),
+        "{created:?}"
+    );
+    let teardown = lines(&planned.teardown);
+    assert_eq!(teardown.len(), 1, "{teardown:#?}");
+    assert!(
+        teardown[0].contains("deleting what the run created (--keep)"),
+        "{teardown:#?}"
+    );
+    for what in &created {
+        assert!(
+            teardown[0].contains(what.as_str()),
+            "{what} not in {teardown:#?}"
+        );
+    }
+
+    let finished = session(planned, cluster.dir.path(), None).await;
+    assert!(
+        finished.teardown_errors.is_empty(),
+        "{:?}",
+        finished.teardown_errors
+    );
+    let executed_teardown: Vec<String> = finished
+        .steps
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("--keep") || l.starts_with("delete"))
+        .collect();
+    assert_eq!(executed_teardown, teardown);
+    assert!(
+        cluster.api.requests().iter().all(|r| r.method != "DELETE"),
+        "{:?}",
+        cluster
+            .api
+            .requests()
+            .iter()
+            .filter(|r| r.method == "DELETE")
+            .map(|r| &r.uri)
+            .collect::<Vec<_>>()
+    );
+    let after = cluster.api.names();
+    for what in &created {
+        assert!(after.contains(what), "{what} was deleted: {after:#?}");
+    }
+    assert!(before.iter().all(|b| after.contains(b)));
+    let changes = &finished.report.cluster_changes;
+    assert!(changes.deleted.is_empty(), "{changes:?}");
+    assert_eq!(changes.left, teardown_skips(&teardown), "{changes:?}");
+    for what in &created {
+        assert!(changes.created.contains(what), "{what} not in {changes:?}");
+    }
+}
+
+/// The text of the Skip steps, as the report lists them.
+fn teardown_skips(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            l.split_once("deleting what")
+                .map(|(_, rest)| format!("deleting what{rest}"))
+        })
+        .collect()
+}
+
+/// What is left of an Istio without its istiod, as a half-done install or uninstall leaves it.
+fn istio_remains(api: &FakeApi, what: &str) {
+    match what {
+        "crds" => api.insert(json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": "virtualservices.networking.istio.io"},
+            "spec": {"group": "networking.istio.io", "names": {"plural": "virtualservices", "kind": "VirtualService"},
+                     "scope": "Namespaced", "versions": []}
+        })),
+        "webhook" => api.insert(json!({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": "istio-sidecar-injector", "labels": {"app": "sidecar-injector", "istio.io/rev": "default"}},
+            "webhooks": []
+        })),
+        other => panic!("no remains {other}"),
+    }
+}
+
+/// Istio's CRDs or its injector webhook without an istiod: refused, with or without
+/// `--install-istio` (the harness never installs over another Istio), naming what it found and
+/// the fix; nothing is written.
+#[rstest::rstest]
+#[case::crds_only("crds", "virtualservices.networking.istio.io", false)]
+#[case::crds_only_install_allowed("crds", "virtualservices.networking.istio.io", true)]
+#[case::injector_webhook_only("webhook", "istio-sidecar-injector", false)]
+#[case::injector_webhook_only_install_allowed("webhook", "istio-sidecar-injector", true)]
+#[tokio::test]
+async fn istios_remains_without_an_istiod_are_refused(
+    #[case] remains: &str,
+    #[case] named: &str,
+    #[case] install_istio: bool,
+) {
+    let cluster = UserCluster::new().await;
+    istio_remains(&cluster.api, remains);
+    let mut config = cluster.config();
+    config.install_istio = install_istio;
+    let err = cluster.plan(&config).await.err().unwrap();
+    assert!(crate::input_error::is_input_error(&err));
+    let text = format!("{err:#}");
+    assert!(text.contains("has Istio's remains"), "{text}");
+    assert!(text.contains("no istiod Deployment"), "{text}");
+    assert!(text.contains(named), "{text}");
+    assert!(text.contains("--install-istio"), "{text}");
+    assert!(
+        cluster.api.writes().is_empty(),
+        "{:?}",
+        cluster.api.writes()
+    );
+}

@@ -686,3 +686,226 @@ async fn a_rollout_reapplies_the_deployment_with_the_new_build_after_a_dry_run()
         "the rolled-out Deployment is still the run's to delete"
     );
 }
+
+/// How each kind of apply of the plan goes out: a new object (`Apply`) as a server-side apply
+/// without `force`, so that an object someone made in the meantime conflicts instead of being
+/// taken over; an object the harness manages (`Reapply`) or may adopt (`Adopt`) forced; one
+/// that must not exist (`Create`) as a POST. Every write carries the field manager and strict
+/// field validation; a dry run only adds `dryRun=All` and is not recorded as a change.
+#[rstest::rstest]
+#[case::new_object(ApplyHow::Apply, false, "PATCH", false, Some(true))]
+#[case::new_object_dry_run(ApplyHow::Apply, true, "PATCH", false, None)]
+#[case::managed_by_the_harness(ApplyHow::Reapply, false, "PATCH", true, Some(false))]
+#[case::adopted(ApplyHow::Adopt, false, "PATCH", true, Some(false))]
+#[case::adopted_dry_run(ApplyHow::Adopt, true, "PATCH", true, None)]
+#[case::must_not_exist(ApplyHow::Create, false, "POST", false, Some(true))]
+#[tokio::test]
+async fn only_objects_the_run_may_take_over_are_applied_with_force(
+    #[case] how: ApplyHow,
+    #[case] dry_run: bool,
+    #[case] method: &str,
+    #[case] forced: bool,
+    #[case] created: Option<bool>,
+) {
+    let routing = tutorial_routing();
+    let (client, log) = mock_client(|rec| match rec.method.as_str() {
+        "POST" => (201, rec.body.clone()),
+        _ => api_server(rec),
+    });
+    let mut mesh = IstioMesh::new(
+        "existing",
+        &routing,
+        Access {
+            kubeconfig: PathBuf::from("/nonexistent/kubeconfig"),
+            context: None,
+        },
+        None,
+        Teardown::Existing {
+            keep: false,
+            uninstall: crate::invocation::Invocation::new("istioctl", Vec::new()),
+        },
+    );
+    mesh.client = Some(client);
+    let service = json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "podinfo", "namespace": "test"},
+        "spec": {"selector": {"app": "podinfo"}, "ports": [{"name": "http", "port": 9898}]}
+    });
+    let step = Step::new(
+        crate::steps::Section::Deployments,
+        Action::Apply(Apply {
+            object: ObjectRef::of(&service),
+            body: service.clone(),
+            how,
+            dry_run,
+        }),
+    );
+    mesh.execute(&step).await.unwrap();
+    let log = log.lock().unwrap().clone();
+    let writes: Vec<&Recorded> = log.iter().filter(|r| r.method != "GET").collect();
+    assert_eq!(writes.len(), 1, "{log:#?}");
+    let r = writes[0];
+    assert_eq!(r.method, method);
+    let path = r.uri.split('?').next().unwrap();
+    let query: Vec<&str> = r
+        .uri
+        .split_once('?')
+        .map_or("", |(_, q)| q)
+        .split('&')
+        .collect();
+    match method {
+        "POST" => assert_eq!(path, "/api/v1/namespaces/test/services"),
+        _ => {
+            assert_eq!(path, "/api/v1/namespaces/test/services/podinfo");
+            assert_eq!(r.content_type, "application/apply-patch+yaml");
+            assert!(query.contains(&"fieldValidation=Strict"), "{}", r.uri);
+        }
+    }
+    assert!(query.contains(&"fieldManager=canary-harness"), "{}", r.uri);
+    assert_eq!(query.contains(&"force=true"), forced, "{}", r.uri);
+    if !forced {
+        assert!(!r.uri.contains("force"), "{}", r.uri);
+    }
+    assert_eq!(query.contains(&"dryRun=All"), dry_run, "{}", r.uri);
+    assert_eq!(r.body, service);
+    let what = vec!["Service test/podinfo".to_string()];
+    let none: Vec<String> = Vec::new();
+    match created {
+        Some(true) => assert_eq!(
+            (&mesh.changes.created, &mesh.changes.changed),
+            (&what, &none)
+        ),
+        Some(false) => assert_eq!(
+            (&mesh.changes.created, &mesh.changes.changed),
+            (&none, &what)
+        ),
+        None => assert_eq!(
+            (&mesh.changes.created, &mesh.changes.changed),
+            (&none, &none)
+        ),
+    }
+}
+
+/// Proxies whose workload certificates chain to `root_of` each pod's CA; the pods whose
+/// proxies were asked are noted.
+struct CertsOf {
+    chains: Vec<(String, String)>,
+    asked: Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl proxy::ConfigDumps for CertsOf {
+    async fn dump(&self, proxy: &proxy::ProxyRef) -> anyhow::Result<Value> {
+        self.asked.lock().unwrap().push(proxy.pod.clone());
+        let chain = self
+            .chains
+            .iter()
+            .find(|(pod, _)| *pod == proxy.pod)
+            .map(|(_, chain)| chain.clone())
+            .ok_or_else(|| anyhow::anyhow!("no proxy in pod {}", proxy.pod))?;
+        Ok(sidecar_dump(&chain))
+    }
+}
+
+/// The workload-certificate check reads the proxy of a Ready pod that is not being deleted,
+/// whatever comes first by name: a terminating pod (still Ready in its grace period) whose
+/// certificate is of another root, and a pod that is not Ready yet, are passed over.
+#[tokio::test]
+async fn the_workload_certificate_is_read_from_a_live_ready_pod() {
+    let routing = tutorial_routing();
+    let ours = CaBundle::generate().unwrap();
+    let old = CaBundle::generate().unwrap();
+    let workload = |name: &str, ready: bool, deleting: bool| {
+        let status = if ready { "True" } else { "False" };
+        let mut p = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "test", "labels": {"app": "podinfo", "version": "canary"}},
+            "spec": {"containers": [{"name": "podinfo", "image": "x"}],
+                     "initContainers": [{"name": "istio-proxy", "image": "x", "restartPolicy": "Always"}]},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": status}],
+                       "containerStatuses": [{"name": "podinfo", "ready": ready, "restartCount": 0, "image": "x", "imageID": "",
+                                              "state": {"running": {"startedAt": "2026-12-02T10:00:00Z"}}}]}});
+        if deleting {
+            p["metadata"]["deletionTimestamp"] = json!("2026-12-02T10:05:00Z");
+        }
+        p
+    };
+    let pods = list(
+        "PodList",
+        vec![
+            workload("podinfo-canary-5f7d9c8b4-aaaaa", true, true),
+            workload("podinfo-canary-5f7d9c8b4-bbbbb", false, false),
+            workload("podinfo-canary-5f7d9c8b4-ccccc", true, false),
+        ],
+    );
+    let (client, log) = mock_client(move |rec| {
+        if rec.method == "GET" && rec.uri.starts_with("/api/v1/namespaces/test/pods?") {
+            (200, pods.clone())
+        } else {
+            not_found()
+        }
+    });
+    let mut mesh = IstioMesh::new(
+        "existing",
+        &routing,
+        Access {
+            kubeconfig: PathBuf::from("/nonexistent/kubeconfig"),
+            context: None,
+        },
+        None,
+        Teardown::Existing {
+            keep: false,
+            uninstall: crate::invocation::Invocation::new("istioctl", Vec::new()),
+        },
+    );
+    mesh.client = Some(client);
+    let certs = Arc::new(CertsOf {
+        chains: vec![
+            (
+                "podinfo-canary-5f7d9c8b4-aaaaa".into(),
+                ca::workload_chain(&old),
+            ),
+            (
+                "podinfo-canary-5f7d9c8b4-bbbbb".into(),
+                ca::workload_chain(&old),
+            ),
+            (
+                "podinfo-canary-5f7d9c8b4-ccccc".into(),
+                ca::workload_chain(&ours),
+            ),
+        ],
+        asked: Mutex::default(),
+    });
+    mesh.dumps = Some(certs.clone());
+    let step = Step::new(
+        crate::steps::Section::Deployments,
+        Action::Wait(crate::steps::Wait {
+            condition: Condition::WorkloadCertificate {
+                namespace: "test".into(),
+                deployment: "podinfo-canary".into(),
+                selector: [
+                    ("app".to_string(), "podinfo".to_string()),
+                    ("version".to_string(), "canary".to_string()),
+                ]
+                .into(),
+                root: crate::steps::Root::Pem {
+                    pem: ours.root_cert_pem.clone(),
+                    what: "the harness's CA".into(),
+                },
+            },
+            bound: Duration::from_secs(5),
+        }),
+    );
+    mesh.execute(&step).await.unwrap();
+    assert_eq!(
+        *certs.asked.lock().unwrap(),
+        ["podinfo-canary-5f7d9c8b4-ccccc"]
+    );
+    let log = log.lock().unwrap().clone();
+    assert!(
+        log[0]
+            .uri
+            .contains("labelSelector=app%3Dpodinfo%2Cversion%3Dcanary"),
+        "{}",
+        log[0].uri
+    );
+}

@@ -476,4 +476,312 @@ mod tests {
         assert!(text.contains(&format!("look {n}")), "{text}");
         assert!(log.lines().iter().any(|l| l.starts_with("GAVE UP")));
     }
+
+    /// A MutatingWebhookConfiguration of revision `default` with one webhook per
+    /// `(name, caBundle, never-match)`; an active hook selects `istio-injection=enabled`.
+    fn config(name: &str, hooks: &[(&str, &str, bool)]) -> MutatingWebhookConfiguration {
+        use base64::Engine;
+        let never = json!({"matchLabels": {"istio.io/deactivated": "never-match"}});
+        let hooks: Vec<serde_json::Value> = hooks
+            .iter()
+            .map(|(hook, bundle, off)| {
+                let mut client = json!({"service": {"name": "istiod", "namespace": "istio-system", "path": "/inject"}});
+                if !bundle.is_empty() {
+                    client["caBundle"] =
+                        json!(base64::engine::general_purpose::STANDARD.encode(bundle));
+                }
+                let mut h = json!({"name": hook, "sideEffects": "None",
+                                   "admissionReviewVersions": ["v1"], "clientConfig": client});
+                if *off {
+                    // istioctl writes the never-match selector into both selectors.
+                    h["namespaceSelector"] = never.clone();
+                    h["objectSelector"] = never.clone();
+                } else {
+                    h["namespaceSelector"] = json!({"matchLabels": {"istio-injection": "enabled"}});
+                }
+                h
+            })
+            .collect();
+        serde_json::from_value(json!({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": name, "labels": {"app": "sidecar-injector", "istio.io/rev": "default"}},
+            "webhooks": hooks
+        }))
+        .unwrap()
+    }
+
+    fn hook(
+        selectors: serde_json::Value,
+    ) -> k8s_openapi::api::admissionregistration::v1::MutatingWebhook {
+        let mut h = json!({"name": "rev.namespace.sidecar-injector.istio.io", "sideEffects": "None",
+                           "admissionReviewVersions": ["v1"], "clientConfig": {}});
+        for (k, v) in selectors.as_object().unwrap() {
+            h[k] = v.clone();
+        }
+        serde_json::from_value(h).unwrap()
+    }
+
+    #[rstest]
+    #[case::both_selectors(json!({
+        "namespaceSelector": {"matchLabels": {"istio.io/deactivated": "never-match"}},
+        "objectSelector": {"matchLabels": {"istio.io/deactivated": "never-match"}}}), true)]
+    #[case::namespace_selector_only(json!({
+        "namespaceSelector": {"matchLabels": {"istio.io/deactivated": "never-match"}}}), true)]
+    #[case::object_selector_only(json!({
+        "objectSelector": {"matchLabels": {"istio.io/deactivated": "never-match"}}}), true)]
+    #[case::among_other_labels(json!({
+        "namespaceSelector": {"matchLabels": {"istio.io/deactivated": "never-match", "x": "y"}}}), true)]
+    #[case::injection_label(json!({
+        "namespaceSelector": {"matchLabels": {"istio-injection": "enabled"}}}), false)]
+    #[case::revision_label(json!({
+        "namespaceSelector": {"matchLabels": {"istio.io/rev": "1-31"}},
+        "objectSelector": {"matchLabels": {"sidecar.istio.io/inject": "true"}}}), false)]
+    #[case::other_value(json!({
+        "namespaceSelector": {"matchLabels": {"istio.io/deactivated": "no"}}}), false)]
+    #[case::no_selectors(json!({}), false)]
+    fn never_match_is_istioctls_deactivated_label(
+        #[case] selectors: serde_json::Value,
+        #[case] want: bool,
+    ) {
+        assert_eq!(never_matches(&hook(selectors)), want);
+    }
+
+    /// The webhooks of istioctl's default revision after it made the default tag: the old
+    /// `istio-sidecar-injector` switched off, `istio-revision-tag-default` doing the injection.
+    const OFF: &str = "istio-sidecar-injector";
+    const TAG: &str = "istio-revision-tag-default";
+    const OFF_HOOKS: [&str; 4] = [
+        "rev.namespace.sidecar-injector.istio.io",
+        "rev.object.sidecar-injector.istio.io",
+        "namespace.sidecar-injector.istio.io",
+        "object.sidecar-injector.istio.io",
+    ];
+
+    fn switched_off(bundle: &str) -> MutatingWebhookConfiguration {
+        let hooks: Vec<(&str, &str, bool)> = OFF_HOOKS.iter().map(|h| (*h, bundle, true)).collect();
+        config(OFF, &hooks)
+    }
+
+    fn tag(bundle: &str) -> MutatingWebhookConfiguration {
+        config(
+            TAG,
+            &[
+                ("namespace.sidecar-injector.istio.io", bundle, false),
+                ("object.sidecar-injector.istio.io", bundle, false),
+            ],
+        )
+    }
+
+    /// Which bundle each configuration carries: the mesh's root, another root, or none.
+    #[derive(Debug, Clone, Copy)]
+    enum Bundle {
+        Ours,
+        Other,
+        Empty,
+    }
+
+    #[rstest]
+    #[case::off_hook_empty(Bundle::Empty, Bundle::Ours, true, "ready")]
+    #[case::off_hook_other_root(Bundle::Other, Bundle::Ours, true, "ready")]
+    #[case::off_hook_empty_no_root_to_check(Bundle::Empty, Bundle::Other, false, "ready")]
+    #[case::active_hook_empty(Bundle::Ours, Bundle::Empty, true, "pending")]
+    #[case::active_hook_empty_no_root_to_check(Bundle::Ours, Bundle::Empty, false, "pending")]
+    #[case::active_hook_other_root(Bundle::Ours, Bundle::Other, true, "failed")]
+    fn only_the_active_injector_webhooks_are_checked(
+        #[case] off: Bundle,
+        #[case] active: Bundle,
+        #[case] check_root: bool,
+        #[case] want: &str,
+    ) {
+        let ours = ca::CaBundle::generate().unwrap();
+        let other = ca::CaBundle::generate().unwrap();
+        let pem = |b: Bundle| match b {
+            Bundle::Ours => ours.root_cert_pem.clone(),
+            Bundle::Other => other.root_cert_pem.clone(),
+            Bundle::Empty => String::new(),
+        };
+        let configs = [switched_off(&pem(off)), tag(&pem(active))];
+        let expected = check_root.then_some(ours.root_cert_pem.as_str());
+        match (injector_ca_bundles(&configs, expected), want) {
+            (Check::Ready(()), "ready") => {}
+            (Check::Pending(seen), "pending") => {
+                assert!(seen.contains(TAG), "{seen}");
+                assert!(seen.contains("no caBundle"), "{seen}");
+                assert!(!seen.contains(&format!("{OFF} ")), "{seen}");
+            }
+            (Check::Failed(e), "failed") => {
+                let text = format!("{e:#}");
+                assert!(text.contains(TAG), "{text}");
+                assert!(text.contains(&ours.root_fingerprint()), "{text}");
+                assert!(
+                    text.contains(&ca::fingerprint(&other.root_cert_pem).unwrap()),
+                    "{text}"
+                );
+            }
+            (other, w) => panic!("want {w}, got {other:?}"),
+        }
+        // The same configurations with the switched-off one's hooks active: its bundle counts.
+        if matches!(off, Bundle::Empty) && want == "ready" {
+            let hooks: Vec<(&str, &str, bool)> =
+                OFF_HOOKS.iter().map(|h| (*h, "", false)).collect();
+            let configs = [config(OFF, &hooks), tag(&pem(active))];
+            match injector_ca_bundles(&configs, expected) {
+                Check::Pending(seen) => assert!(seen.contains(OFF), "{seen}"),
+                other => panic!(
+                    "an active hook without a caBundle must keep the wait pending, got {other:?}"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn only_switched_off_webhooks_is_not_yet_an_injector() {
+        let root = ca::CaBundle::generate().unwrap().root_cert_pem;
+        match injector_ca_bundles(&[switched_off(&root)], Some(&root)) {
+            Check::Pending(seen) => {
+                assert!(
+                    seen.contains("no active sidecar-injector webhook"),
+                    "{seen}"
+                );
+                assert!(seen.contains(OFF), "{seen}");
+            }
+            other => panic!("want pending, got {other:?}"),
+        }
+        match injector_ca_bundles(&[], Some(&root)) {
+            Check::Pending(seen) => {
+                assert!(seen.contains("no MutatingWebhookConfiguration"), "{seen}")
+            }
+            other => panic!("want pending, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn webhooks_that_are_not_the_injectors_are_not_checked() {
+        let root = ca::CaBundle::generate().unwrap().root_cert_pem;
+        // A webhook of another name in a configuration of the revision, without a caBundle.
+        let mut configs = vec![tag(&root)];
+        configs.push(config(
+            "istio-extra",
+            &[("validation.example.com", "", false)],
+        ));
+        assert!(matches!(
+            injector_ca_bundles(&configs, Some(&root)),
+            Check::Ready(())
+        ));
+        let mut mixed = tag(&root);
+        mixed.webhooks.as_mut().unwrap().extend(
+            config("x", &[("other.example.com", "", false)])
+                .webhooks
+                .unwrap(),
+        );
+        assert!(matches!(
+            injector_ca_bundles(&[mixed], Some(&root)),
+            Check::Ready(())
+        ));
+    }
+
+    /// A pod of the tutorial's workload as the kubelet reports it: `ready` sets the Ready
+    /// condition and every container's readiness, `deleting` sets `deletionTimestamp` (a pod in
+    /// its grace period still runs and may still be Ready), `proxy` adds the native sidecar.
+    fn pod(name: &str, ready: bool, deleting: bool, proxy: bool) -> Pod {
+        let mut init = Vec::new();
+        let mut init_status = Vec::new();
+        if proxy {
+            init.push(
+                json!({"name": "istio-proxy", "image": "istio/proxyv2", "restartPolicy": "Always"}),
+            );
+            init_status.push(json!({"name": "istio-proxy", "ready": ready, "restartCount": 0, "image": "x", "imageID": "",
+                                    "state": {"running": {"startedAt": "2026-12-02T10:00:00Z"}}}));
+        }
+        let state = if ready {
+            json!({"running": {"startedAt": "2026-12-02T10:00:00Z"}})
+        } else {
+            json!({"waiting": {"reason": "ContainersNotReady"}})
+        };
+        let mut metadata = json!({"name": name, "namespace": "test", "labels": {"app": "podinfo"}});
+        if deleting {
+            metadata["deletionTimestamp"] = json!("2026-12-02T10:05:00Z");
+            metadata["deletionGracePeriodSeconds"] = json!(30);
+        }
+        serde_json::from_value(json!({
+            "metadata": metadata,
+            "spec": {"containers": [{"name": "client", "image": "curl"}], "initContainers": init},
+            "status": {"phase": "Running",
+                       "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}],
+                       "containerStatuses": [{"name": "client", "ready": ready, "restartCount": 0, "image": "x",
+                                              "imageID": "", "state": state}],
+                       "initContainerStatuses": init_status}
+        }))
+        .unwrap()
+    }
+
+    /// (name, ready, being deleted) of each pod, and the pod the certificate check should read.
+    #[rstest]
+    #[case::terminating_first_by_name_is_skipped(&[("podinfo-a", true, true), ("podinfo-b", true, false)], Some("podinfo-b"))]
+    #[case::not_ready_first_by_name_is_skipped(&[("podinfo-a", false, false), ("podinfo-b", true, false)], Some("podinfo-b"))]
+    #[case::first_by_name_whatever_the_list_order(&[("podinfo-c", true, false), ("podinfo-b", true, false)], Some("podinfo-b"))]
+    #[case::only_terminating(&[("podinfo-a", true, true)], None)]
+    #[case::only_not_ready(&[("podinfo-a", false, false)], None)]
+    #[case::terminating_and_not_ready(&[("podinfo-a", true, true), ("podinfo-b", false, false)], None)]
+    #[case::none(&[], None)]
+    fn the_certificate_check_reads_a_ready_pod_not_being_deleted(
+        #[case] pods: &[(&str, bool, bool)],
+        #[case] want: Option<&str>,
+    ) {
+        let pods: Vec<Pod> = pods
+            .iter()
+            .map(|(name, ready, deleting)| pod(name, *ready, *deleting, true))
+            .collect();
+        assert_eq!(live_ready_pod(&pods).as_deref(), want);
+    }
+
+    #[rstest]
+    #[case::ready_with_proxy(true, false, true, "ready")]
+    #[case::terminating_but_ready(
+        true,
+        true,
+        true,
+        "failed: pod canary-mesh-client-ab12cd is being deleted"
+    )]
+    #[case::terminating_and_not_ready(
+        false,
+        true,
+        true,
+        "failed: pod canary-mesh-client-ab12cd is being deleted"
+    )]
+    #[case::not_ready(
+        false,
+        false,
+        true,
+        "pending: pod canary-mesh-client-ab12cd is Running; not ready: client (ContainersNotReady"
+    )]
+    #[case::ready_without_proxy(
+        true,
+        false,
+        false,
+        "failed: runs without an istio-proxy container"
+    )]
+    fn the_client_pod_must_be_ready_with_a_proxy_and_not_being_deleted(
+        #[case] ready: bool,
+        #[case] deleting: bool,
+        #[case] proxy: bool,
+        #[case] want: &str,
+    ) {
+        let pod = pod("canary-mesh-client-ab12cd", ready, deleting, proxy);
+        match pod_ready_with_proxy(&pod) {
+            Check::Ready(()) => assert_eq!(want, "ready"),
+            Check::Pending(seen) => {
+                let w = want
+                    .strip_prefix("pending: ")
+                    .unwrap_or_else(|| panic!("want {want}, pending: {seen}"));
+                assert!(seen.contains(w), "{seen}");
+            }
+            Check::Failed(e) => {
+                let w = want
+                    .strip_prefix("failed: ")
+                    .unwrap_or_else(|| panic!("want {want}, failed: {e:#}"));
+                assert!(format!("{e:#}").contains(w), "{e:#}");
+            }
+        }
+    }
 }
