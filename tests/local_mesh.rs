@@ -592,6 +592,50 @@ fn an_interrupt_stops_everything_and_keeps_the_reports(
     );
 }
 
+/// A second Ctrl-C does not wait for the reports and the teardown: the run exits at once with
+/// 130, and its child processes die with it.
+#[test]
+fn a_second_ctrl_c_exits_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let reports = dir.path().join("reports");
+    let marker = "twice";
+    let mut child = slow_run(dir.path(), marker, &reports);
+    await_mesh(&reports);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!processes_matching(&format!("6.14.0-{marker}")).is_empty());
+    for _ in 0..2 {
+        // SAFETY: signalling the child this test spawned, by its pid.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(
+        stderr.contains("interrupted twice: exiting now"),
+        "{stderr}"
+    );
+    // The kernel ends the children with their parent (PR_SET_PDEATHSIG); give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left: Vec<String> = processes_matching(&format!("-{marker}"))
+            .into_iter()
+            .chain(processes_matching(&reports.to_string_lossy()))
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "processes outlived the harness: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Two runs never share a report folder: the second one stops at once, naming the first.
 #[test]
 fn a_second_run_on_the_same_report_folder_is_refused() {
