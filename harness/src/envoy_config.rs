@@ -17,6 +17,9 @@ use crate::routing::{EntryPoint, Routing};
 
 const HCM: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 const ROUTER: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
+const FAULT: &str = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault";
+/// The fault filter's name, under which a route carries its own fault configuration.
+const FAULT_FILTER: &str = "envoy.filters.http.fault";
 const ROUTE_CONFIGURATION: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
 
 /// Istio's name for the cluster of one subset.
@@ -105,7 +108,12 @@ pub fn bootstrap(routing: &Routing, entries: &[EntryPoint], root: &Path) -> Valu
                             "route_config_name": route_config_name(routing, *entry),
                             "config_source": file_source(&route_dir(root, *entry), ROUTE_FILE),
                         },
-                        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}}],
+                        // As istiod's listener builder: the fault filter (empty, so it acts only
+                        // where a route configures it) before the router.
+                        "http_filters": [
+                            {"name": FAULT_FILTER, "typed_config": {"@type": FAULT}},
+                            {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}},
+                        ],
                     },
                 }]}],
             })
@@ -172,8 +180,10 @@ pub fn route_discovery_response(
     for (i, http) in vs.spec.http().iter().enumerate() {
         routes.extend(envoy_routes(
             routing,
+            vs,
             http,
             i,
+            entry,
             &routing.virtual_service.file,
         )?);
     }
@@ -183,10 +193,7 @@ pub fn route_discovery_response(
             "@type": ROUTE_CONFIGURATION,
             "name": route_config_name(routing, entry),
             "virtual_hosts": [{
-                "name": format!("{}:{}", domains[0], match entry {
-                    EntryPoint::Ingress => routing.gateway.as_ref().map(|g| g.port).unwrap_or(80),
-                    EntryPoint::Mesh => routing.port,
-                }),
+                "name": format!("{}:{}", domains[0], listener_port(routing, entry)),
                 "domains": domains,
                 "routes": routes,
             }],
@@ -231,12 +238,148 @@ fn domains(routing: &Routing, vs: &VirtualService, entry: EntryPoint) -> Vec<Str
     out
 }
 
+/// The port of the listener an entry point stands for: the Gateway's server port for the
+/// ingress, the Service's port for a sidecar's outbound path.
+fn listener_port(routing: &Routing, entry: EntryPoint) -> u32 {
+    match entry {
+        EntryPoint::Ingress => routing.gateway.as_ref().map(|g| g.port).unwrap_or(80),
+        EntryPoint::Mesh => routing.port,
+    }
+}
+
+/// Whether a match condition applies to the proxy of this entry point, as istiod decides when
+/// it renders for one proxy (`TranslateRoute`'s port check and `sourceMatchHTTP`'s gateway
+/// check): a match for another port or for gateways this proxy is not is left out. Source
+/// labels and namespaces cannot be judged for the local listeners (see [`unrendered_fields`]).
+fn match_applies(
+    routing: &Routing,
+    vs: &VirtualService,
+    m: &istio::HttpMatchRequest,
+    entry: EntryPoint,
+) -> bool {
+    if let Some(port) = m.port
+        && port != 0
+        && port != listener_port(routing, entry)
+    {
+        return false;
+    }
+    if m.gateways().is_empty() {
+        return true;
+    }
+    let namespace = vs
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| routing.namespace.clone());
+    let this = match entry {
+        EntryPoint::Ingress => match &routing.gateway {
+            Some(g) => g.reference.clone(),
+            None => return false,
+        },
+        EntryPoint::Mesh => "mesh".to_string(),
+    };
+    m.gateways().iter().any(|g| {
+        let full = if g == "mesh" || g.contains('/') {
+            g.clone()
+        } else {
+            format!("{namespace}/{g}")
+        };
+        full == this
+    })
+}
+
 fn envoy_routes(
+    routing: &Routing,
+    vs: &VirtualService,
+    http: &HttpRoute,
+    index: usize,
+    entry: EntryPoint,
+    file: &Path,
+) -> Result<Vec<Value>, InputError> {
+    // Like istiod, one Envoy route per match condition that applies to this proxy; none at all
+    // matches every request.
+    let matches: Vec<Option<&istio::HttpMatchRequest>> = if http.matches().is_empty() {
+        vec![None]
+    } else {
+        http.matches()
+            .iter()
+            .filter(|m| match_applies(routing, vs, m, entry))
+            .map(Some)
+            .collect()
+    };
+    if matches.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut route_headers = HeaderLists::default();
+    let header_authority = route_headers.extend(http.headers.as_ref());
+    // The route's action, under its key in the Envoy route.
+    let (key, action) = if let Some(redirect) = &http.redirect {
+        match redirect_action(redirect, listener_port(routing, entry)) {
+            Some(action) => ("redirect", action),
+            // istiod leaves such a route without an action, which Envoy refuses.
+            None => return Ok(Vec::new()),
+        }
+    } else if let Some(direct) = &http.direct_response {
+        ("direct_response", direct_response_action(direct))
+    } else if http.route().is_empty() {
+        // A delegating route: istiod merges the delegate's routes in, which the local mesh does
+        // not (listed by `unrendered_fields`).
+        return Ok(Vec::new());
+    } else {
+        (
+            "route",
+            forward_action(
+                routing,
+                http,
+                index,
+                file,
+                &mut route_headers,
+                header_authority,
+            )?,
+        )
+    };
+    let name = http
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("route-{index}"));
+    Ok(matches
+        .into_iter()
+        .map(|m| {
+            // istiod's route name: the HTTPRoute's, then `.<match name>` for a named match.
+            let name = match m.and_then(|m| m.name.as_deref()) {
+                Some(match_name) if !match_name.is_empty() => format!("{name}.{match_name}"),
+                _ => name.clone(),
+            };
+            let matcher = m.map(route_match).unwrap_or_else(|| json!({"prefix": "/"}));
+            let mut route = json!({"name": name, "match": matcher});
+            route[key] = action.clone();
+            if let Some(prefix) = m.and_then(|m| m.stat_prefix.as_deref())
+                && !prefix.is_empty()
+            {
+                route["stat_prefix"] = json!(prefix);
+            }
+            route_headers.write(&mut route);
+            // istiod's TranslateRoute: the fault goes to the route's per-filter configuration
+            // of the fault filter, which the listener's filter chain holds (see `bootstrap`).
+            if let Some(fault) = &http.fault {
+                route["typed_per_filter_config"] = json!({FAULT_FILTER: fault_config(fault)});
+            }
+            route
+        })
+        .collect())
+}
+
+/// The action of a route that forwards to its destinations, as istiod's
+/// `applyHTTPRouteDestination` renders it: the cluster or weighted clusters, rewrites, the
+/// timeout and the retry policy. A lone destination's header operations join the route's.
+fn forward_action(
     routing: &Routing,
     http: &HttpRoute,
     index: usize,
     file: &Path,
-) -> Result<Vec<Value>, InputError> {
+    route_headers: &mut HeaderLists,
+    header_authority: Option<String>,
+) -> Result<Value, InputError> {
     let mut clusters = Vec::new();
     for (j, dest) in http.route().iter().enumerate() {
         let host = istio::qualify_host(&dest.destination.host, &routing.namespace);
@@ -258,12 +401,33 @@ fn envoy_routes(
             dest.headers.as_ref(),
         ));
     }
-    let mut route_headers = HeaderLists::default();
-    route_headers.extend(http.headers.as_ref());
-    let mut action = if clusters.len() == 1 {
-        // Like istiod: a lone destination's headers go to the route.
-        route_headers.extend(clusters[0].2);
-        json!({"cluster": clusters[0].0})
+    let mut action = json!({});
+    // The authority: `rewrite.authority` wins over the route's `:authority`/`host` header.
+    let mut authority = header_authority;
+    if let Some(rewrite) = &http.rewrite {
+        if let Some(regex) = &rewrite.uri_regex_rewrite {
+            action["regex_rewrite"] = json!({
+                "pattern": {"regex": regex.pattern.clone().unwrap_or_default()},
+                "substitution": regex.rewrite.clone().unwrap_or_default(),
+            });
+        } else if let Some(uri) = rewrite.uri.as_deref().filter(|u| !u.is_empty()) {
+            action["prefix_rewrite"] = json!(uri);
+        }
+        if let Some(a) = rewrite.authority.as_deref().filter(|a| !a.is_empty()) {
+            authority = Some(a.to_string());
+        }
+    }
+    if let Some(a) = &authority {
+        action["host_rewrite_literal"] = json!(a);
+    }
+    if clusters.len() == 1 {
+        // Like istiod: a lone destination's headers go to the route, and its authority applies
+        // only when the route sets none.
+        action["cluster"] = json!(clusters[0].0);
+        let dest_authority = route_headers.extend(clusters[0].2);
+        if let (None, Some(a)) = (&authority, dest_authority) {
+            action["host_rewrite_literal"] = json!(a);
+        }
     } else {
         let weighted: Vec<Value> = clusters
             .iter()
@@ -271,13 +435,15 @@ fn envoy_routes(
             .map(|(name, w, headers)| {
                 let mut cluster = json!({"name": name, "weight": w});
                 let mut lists = HeaderLists::default();
-                lists.extend(*headers);
+                if let Some(a) = lists.extend(*headers) {
+                    cluster["host_rewrite_literal"] = json!(a);
+                }
                 lists.write(&mut cluster);
                 cluster
             })
             .collect();
-        json!({"weighted_clusters": {"clusters": weighted}})
-    };
+        action["weighted_clusters"] = json!({"clusters": weighted});
+    }
     action["timeout"] = json!(
         http.timeout
             .as_ref()
@@ -287,38 +453,179 @@ fn envoy_routes(
     // Istio's retry policy when the VirtualService sets none: 2 attempts on connection failures.
     const RETRY_ON: &str =
         "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
-    let (attempts, per_try, retry_on) = match &http.retries {
+    let (attempts, per_try, retry_on, backoff) = match &http.retries {
         Some(r) => (
             r.attempts.unwrap_or(2),
             r.per_try_timeout.as_ref().map(|t| t.as_str().to_string()),
             r.retry_on.clone().unwrap_or_else(|| RETRY_ON.into()),
+            r.backoff.as_ref().map(|t| t.as_str().to_string()),
         ),
-        None => (2, None, RETRY_ON.into()),
+        None => (2, None, RETRY_ON.into(), None),
     };
     if attempts > 0 {
         let mut policy = json!({"retry_on": retry_on, "num_retries": attempts});
         if let Some(t) = per_try {
             policy["per_try_timeout"] = json!(t);
         }
+        // istiod's retry.ConvertPolicy: `backoff` is the base interval of Envoy's back-off.
+        if let Some(t) = backoff {
+            policy["retry_back_off"] = json!({"base_interval": t});
+        }
         action["retry_policy"] = policy;
     }
-    let name = http
-        .name
-        .clone()
-        .unwrap_or_else(|| format!("route-{index}"));
-    let matches: Vec<Value> = if http.matches().is_empty() {
-        vec![json!({"prefix": "/"})]
-    } else {
-        http.matches().iter().map(route_match).collect()
+    Ok(action)
+}
+
+/// `HTTPRedirect` as istiod's `ApplyRedirect` renders it; `None` for a redirect code Envoy has
+/// no name for. Fields at their proto defaults are left out, as Envoy's config dump shows them.
+fn redirect_action(redirect: &istio::HttpRedirect, listener_port: u32) -> Option<Value> {
+    let mut out = json!({});
+    if let Some(a) = redirect.authority.as_deref().filter(|a| !a.is_empty()) {
+        out["host_redirect"] = json!(a);
+    }
+    match (
+        redirect.prefix_rewrite.as_deref().filter(|p| !p.is_empty()),
+        redirect.uri.as_deref().filter(|u| !u.is_empty()),
+    ) {
+        (Some(prefix), _) => out["prefix_rewrite"] = json!(prefix),
+        (None, Some(uri)) => out["path_redirect"] = json!(uri),
+        (None, None) => {}
+    }
+    let scheme = redirect.scheme.as_deref().filter(|s| !s.is_empty());
+    if let Some(s) = scheme {
+        out["scheme_redirect"] = json!(s);
+    }
+    let port = match (redirect.port, redirect.derive_port) {
+        (Some(p), _) => Some(p),
+        (None, Some(istio::RedirectPortSelection::FromRequestPort)) => Some(listener_port),
+        (None, Some(istio::RedirectPortSelection::FromProtocolDefault)) => Some(0),
+        (None, None) => None,
     };
-    Ok(matches
-        .into_iter()
-        .map(|m| {
-            let mut route = json!({"name": name, "match": m, "route": action});
-            route_headers.write(&mut route);
-            route
-        })
-        .collect())
+    if let Some(port) = port {
+        // The scheme's default port is left implicit. The local listeners are plain HTTP.
+        let default = match scheme.unwrap_or("http") {
+            "http" => 80,
+            "https" => 443,
+            _ => 0,
+        };
+        if port != 0 && port != default {
+            out["port_redirect"] = json!(port);
+        }
+    }
+    let code = match redirect.redirect_code.unwrap_or(0) {
+        0 | 301 => None,
+        302 => Some("FOUND"),
+        303 => Some("SEE_OTHER"),
+        307 => Some("TEMPORARY_REDIRECT"),
+        308 => Some("PERMANENT_REDIRECT"),
+        _ => return None,
+    };
+    if let Some(code) = code {
+        out["response_code"] = json!(code);
+    }
+    Some(out)
+}
+
+/// `HTTPDirectResponse` as istiod's `ApplyDirectResponse` renders it (bytes stay base64, as
+/// both proto-JSONs carry them).
+fn direct_response_action(direct: &istio::HttpDirectResponse) -> Value {
+    let mut out = json!({"status": direct.status});
+    if let Some(body) = &direct.body {
+        if let Some(s) = &body.string {
+            out["body"] = json!({"inline_string": s});
+        } else if let Some(b) = &body.bytes {
+            out["body"] = json!({"inline_bytes": b});
+        }
+    }
+    out
+}
+
+/// An Envoy `FractionalPercent`, with the proto defaults (numerator 0, denominator HUNDRED)
+/// left out as Envoy's config dump leaves them out.
+fn fractional_percent(numerator: u32, denominator: &str) -> Value {
+    let mut out = json!({});
+    if numerator != 0 {
+        out["numerator"] = json!(numerator);
+    }
+    if denominator != "HUNDRED" {
+        out["denominator"] = json!(denominator);
+    }
+    out
+}
+
+/// istiod's `translatePercentToFractionalPercent`: a `Percent` in millionths, truncated.
+fn percent_in_millionths(p: &istio::Percent) -> Value {
+    fractional_percent((p.value() * 10_000.0) as u32, "MILLION")
+}
+
+/// The numeric code of a gRPC status name, as istiod's `grpc.SupportedGRPCStatus` maps it.
+fn grpc_code(name: &str) -> Option<u32> {
+    const NAMES: [&str; 17] = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+    NAMES.iter().position(|n| *n == name).map(|i| i as u32)
+}
+
+/// The fault filter's per-route configuration, as istiod's `TranslateFault` renders an
+/// `HTTPFaultInjection`: a fixed delay (an exponential one is dropped, as istiod drops it) and
+/// an HTTP or gRPC abort (an HTTP/2 error is dropped), each with its percentage. The deprecated
+/// integer `delay.percent` is a percentage in hundredths; an abort without a percentage has none.
+fn fault_config(fault: &istio::HttpFaultInjection) -> Value {
+    let mut out = json!({"@type": FAULT});
+    if let Some(delay) = &fault.delay
+        && let Some(fixed) = &delay.fixed_delay
+    {
+        let percentage = match &delay.percentage {
+            Some(p) => percent_in_millionths(p),
+            None => fractional_percent(delay.percent.unwrap_or(0).max(0) as u32, "HUNDRED"),
+        };
+        out["delay"] = json!({"fixed_delay": fixed.as_str(), "percentage": percentage});
+    }
+    if let Some(abort) = &fault.abort {
+        let error = if let Some(status) = abort.http_status {
+            Some(("http_status", status.max(0) as u32))
+        } else {
+            abort
+                .grpc_status
+                .as_deref()
+                .and_then(grpc_code)
+                .map(|c| ("grpc_status", c))
+        };
+        if let Some((key, code)) = error {
+            let mut a = json!({key: code});
+            if let Some(p) = &abort.percentage {
+                a["percentage"] = percent_in_millionths(p);
+            }
+            out["abort"] = a;
+        }
+    }
+    out
+}
+
+/// What istiod treats as internal: pseudo-headers and `host`, which header operations cannot
+/// touch (`isInternalHeader`); `:authority` and `host` become the route's host rewrite instead.
+fn is_internal_header(key: &str) -> bool {
+    key.starts_with(':') || key.eq_ignore_ascii_case("host")
+}
+
+fn is_authority_header(key: &str) -> bool {
+    key.eq_ignore_ascii_case(":authority") || key.eq_ignore_ascii_case("host")
 }
 
 /// Envoy's header lists of a route or a weighted cluster, from Istio's `Headers`: `set`
@@ -332,21 +639,42 @@ struct HeaderLists {
 }
 
 impl HeaderLists {
-    fn extend(&mut self, headers: Option<&Headers>) {
-        let Some(headers) = headers else { return };
+    /// Adds the operations of `headers`, without internal headers (as istiod's
+    /// `TranslateHeadersOperations`), and returns the authority a request `set` (else `add`) of
+    /// `:authority` or `host` asks for.
+    fn extend(&mut self, headers: Option<&Headers>) -> Option<String> {
+        let headers = headers?;
         let ops = |ops: &Option<HeaderOperations>,
                    add: &mut Vec<Value>,
-                   remove: &mut Vec<String>| {
-            let Some(ops) = ops else { return };
+                   remove: &mut Vec<String>|
+         -> (Option<String>, Option<String>) {
+            let Some(ops) = ops else { return (None, None) };
+            let (mut set_authority, mut add_authority) = (None, None);
             for (k, v) in ops.set() {
-                add.push(json!({"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}));
+                if is_authority_header(k) {
+                    set_authority = Some(v.clone());
+                }
+                if !is_internal_header(k) {
+                    add.push(json!({"header": {"key": k, "value": v}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}));
+                }
             }
             for (k, v) in ops.add() {
-                add.push(json!({"header": {"key": k, "value": v}, "append_action": "APPEND_IF_EXISTS_OR_ADD"}));
+                if is_authority_header(k) {
+                    add_authority = Some(v.clone());
+                }
+                if !is_internal_header(k) {
+                    add.push(json!({"header": {"key": k, "value": v}, "append_action": "APPEND_IF_EXISTS_OR_ADD"}));
+                }
             }
-            remove.extend(ops.remove().iter().cloned());
+            remove.extend(
+                ops.remove()
+                    .iter()
+                    .filter(|k| !is_internal_header(k))
+                    .cloned(),
+            );
+            (set_authority, add_authority)
         };
-        ops(
+        let (set_authority, add_authority) = ops(
             &headers.request,
             &mut self.request_add,
             &mut self.request_remove,
@@ -356,6 +684,7 @@ impl HeaderLists {
             &mut self.response_add,
             &mut self.response_remove,
         );
+        set_authority.or(add_authority)
     }
 
     fn write(&self, target: &mut Value) {
@@ -378,15 +707,46 @@ impl HeaderLists {
     }
 }
 
-fn string_matcher(m: &istio::StringMatch) -> Value {
+/// istiod's `canBeConvertedToPresentMatch`: an empty match, or the regex `*` (a wildcard, not
+/// RE2), only asks that the header or parameter be present.
+fn is_present_match(m: &istio::StringMatch) -> bool {
     match m.match_type() {
-        Some(MatchType::Exact(v)) => json!({"exact": v}),
-        Some(MatchType::Prefix(v)) => json!({"prefix": v}),
-        Some(MatchType::Regex(v)) => json!({"safe_regex": {"regex": v}}),
-        None => json!({"prefix": ""}),
+        None => true,
+        Some(MatchType::Regex(r)) => r == "*",
+        Some(_) => false,
     }
 }
 
+/// Envoy's `StringMatcher` of an Istio `StringMatch` (istiod's `ConvertToEnvoyMatch`).
+fn string_matcher(m: &istio::StringMatch) -> Option<Value> {
+    Some(match m.match_type()? {
+        MatchType::Exact(v) => json!({"exact": v}),
+        MatchType::Prefix(v) => json!({"prefix": v}),
+        MatchType::Regex(v) => json!({"safe_regex": {"regex": v}}),
+    })
+}
+
+/// A `HeaderMatcher` (istiod's `translateHeaderMatch`): presence, or a string match.
+fn header_matcher(name: &str, m: &istio::StringMatch) -> Value {
+    let mut out = json!({"name": name});
+    if is_present_match(m) {
+        out["present_match"] = json!(true);
+    } else if let Some(sm) = string_matcher(m) {
+        out["string_match"] = sm;
+    }
+    out
+}
+
+/// A `QueryParameterMatcher` (istiod's `translateQueryParamMatch`).
+fn query_parameter_matcher(name: &str, m: &istio::StringMatch) -> Value {
+    // The same two shapes as a header matcher's.
+    header_matcher(name, m)
+}
+
+/// A `RouteMatch`, as istiod's `TranslateRouteMatch` renders an `HTTPMatchRequest`: the path;
+/// header matches and inverted `withoutHeaders` ones sorted by name; case sensitivity from
+/// `ignoreUriCase`; `method`, `authority` and `scheme` as matches on their pseudo-headers; and
+/// the query parameters.
 fn route_match(m: &istio::HttpMatchRequest) -> Value {
     let mut out = match m.uri.as_ref().and_then(|u| u.match_type()) {
         Some(MatchType::Exact(p)) => json!({"path": p}),
@@ -394,12 +754,108 @@ fn route_match(m: &istio::HttpMatchRequest) -> Value {
         Some(MatchType::Regex(r)) => json!({"safe_regex": {"regex": r}}),
         None => json!({"prefix": "/"}),
     };
-    let headers: Vec<Value> = m
+    let mut headers: Vec<Value> = m
         .headers()
-        .map(|(name, sm)| json!({"name": name, "string_match": string_matcher(sm)}))
+        .map(|(name, sm)| header_matcher(name, sm))
         .collect();
+    for (name, sm) in m.without_headers() {
+        let mut h = header_matcher(name, sm);
+        h["invert_match"] = json!(true);
+        // Envoy refuses `treat_missing_header_as_empty` next to `present_match`.
+        if !is_present_match(sm) {
+            h["treat_missing_header_as_empty"] = json!(true);
+        }
+        headers.push(h);
+    }
+    headers.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    out["case_sensitive"] = json!(!m.ignore_uri_case.unwrap_or(false));
+    for (pseudo, sm) in [
+        (":method", &m.method),
+        (":authority", &m.authority),
+        (":scheme", &m.scheme),
+    ] {
+        if let Some(sm) = sm {
+            headers.push(header_matcher(pseudo, sm));
+        }
+    }
     if !headers.is_empty() {
         out["headers"] = json!(headers);
+    }
+    let params: Vec<Value> = m
+        .query_params()
+        .map(|(name, sm)| query_parameter_matcher(name, sm))
+        .collect();
+    if !params.is_empty() {
+        out["query_parameters"] = json!(params);
+    }
+    out
+}
+
+/// A header match istiod turns into a match on the request's JWT claims (dynamic metadata
+/// that Istio's authentication filter writes), which the local Envoy has no filter for.
+fn is_jwt_claim_header(name: &str) -> bool {
+    name.starts_with("@request.auth.claims")
+}
+
+/// The fields of `vs` that the local Envoy does not render as istiod would, by path
+/// (`spec.http[0].mirror`). The kind mesh applies them as written. Fields that only decide
+/// where a VirtualService is visible (`exportTo`) or that istiod itself ignores (an exponential
+/// fault delay, an HTTP/2 abort) are not listed.
+pub fn unrendered_fields(vs: &VirtualService) -> Vec<String> {
+    let mut out = Vec::new();
+    if !vs.spec.tls().is_empty() {
+        out.push("spec.tls".to_string());
+    }
+    if !vs.spec.tcp().is_empty() {
+        out.push("spec.tcp".to_string());
+    }
+    for (i, http) in vs.spec.http().iter().enumerate() {
+        let at = format!("spec.http[{i}]");
+        let mut field = |name: &str, set: bool| {
+            if set {
+                out.push(format!("{at}.{name}"));
+            }
+        };
+        field("delegate", http.delegate.is_some());
+        field("mirror", http.mirror.is_some());
+        field("mirrors", !http.mirrors().is_empty());
+        field("mirrorPercent", http.mirror_percent.is_some());
+        field("mirror_percent", http.mirror_percent_proto_name.is_some());
+        field("mirrorPercentage", http.mirror_percentage.is_some());
+        field("corsPolicy", http.cors_policy.is_some());
+        if let Some(r) = &http.retries {
+            field(
+                "retries.retryRemoteLocalities",
+                r.retry_remote_localities.is_some(),
+            );
+            field(
+                "retries.retryIgnorePreviousHosts",
+                r.retry_ignore_previous_hosts.is_some(),
+            );
+        }
+        for (j, m) in http.matches().iter().enumerate() {
+            let at = format!("{at}.match[{j}]");
+            if m.gateways().is_empty() {
+                // istiod only looks at the source when the match names no gateways.
+                if m.source_labels().next().is_some() {
+                    out.push(format!("{at}.sourceLabels"));
+                }
+                if m.source_namespace.as_deref().is_some_and(|n| !n.is_empty()) {
+                    out.push(format!("{at}.sourceNamespace"));
+                }
+            }
+            for (kind, names) in [
+                ("headers", m.headers().map(|(n, _)| n).collect::<Vec<_>>()),
+                (
+                    "withoutHeaders",
+                    m.without_headers().map(|(n, _)| n).collect(),
+                ),
+            ] {
+                for name in names.into_iter().filter(|n| is_jwt_claim_header(n)) {
+                    out.push(format!("{at}.{kind}.{name}"));
+                }
+            }
+        }
     }
     out
 }
