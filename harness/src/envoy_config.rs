@@ -1000,4 +1000,287 @@ mod tests {
     fn cluster_names_parse(#[case] name: &str, #[case] want: Option<&str>) {
         assert_eq!(subset_of_cluster(name), want);
     }
+
+    /// The tutorial's routing with its VirtualService's HTTP routes replaced by `http`.
+    fn with_http(http: Value) -> (Routing, VirtualService) {
+        let r = routing();
+        let mut vs = serde_json::to_value(&r.virtual_service.value).unwrap();
+        vs["spec"]["http"] = http;
+        let vs: VirtualService = serde_json::from_value(vs).unwrap();
+        (r, vs)
+    }
+
+    /// The Envoy routes an entry point gets for `http`.
+    fn routes_of(http: Value, entry: EntryPoint) -> Vec<Value> {
+        let (r, vs) = with_http(http);
+        let dr = route_discovery_response(&r, &vs, entry, "1").unwrap();
+        dr["resources"][0]["virtual_hosts"][0]["routes"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    /// One HTTP route to the GA subset with `extra` fields, rendered for the ingress.
+    fn one_route(extra: Value) -> Value {
+        let mut http = json!({
+            "name": "r",
+            "route": [{"destination": {"host": "podinfo", "subset": "ga"}}],
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            http[k] = v.clone();
+        }
+        let routes = routes_of(json!([http]), EntryPoint::Ingress);
+        assert_eq!(routes.len(), 1, "{routes:?}");
+        routes[0].clone()
+    }
+
+    // The shapes of istiod's `TranslateRouteMatch` (pilot/pkg/networking/core/route/route.go):
+    // header and `withoutHeaders` matchers sorted by name, then `:method`, `:authority` and
+    // `:scheme`; `translateHeaderMatch` / `translateQueryParamMatch` turn an empty match or the
+    // regex `*` into `present_match`; `withoutHeaders` is inverted and, unless it is a presence
+    // test, treats a missing header as empty; `case_sensitive` is `!ignoreUriCase`.
+    #[rstest]
+    #[case::method(json!({"method": {"exact": "POST"}}),
+        json!({"prefix": "/", "case_sensitive": true,
+               "headers": [{"name": ":method", "string_match": {"exact": "POST"}}]}))]
+    #[case::authority(json!({"authority": {"prefix": "podinfo."}}),
+        json!({"prefix": "/", "case_sensitive": true,
+               "headers": [{"name": ":authority", "string_match": {"prefix": "podinfo."}}]}))]
+    #[case::scheme(json!({"scheme": {"exact": "https"}}),
+        json!({"prefix": "/", "case_sensitive": true,
+               "headers": [{"name": ":scheme", "string_match": {"exact": "https"}}]}))]
+    #[case::query_params(json!({"queryParams": {"canary": {"exact": "1"}, "debug": {}, "v": {"regex": "^[0-9]+$"}, "w": {"regex": "*"}}}),
+        json!({"prefix": "/", "case_sensitive": true, "query_parameters": [
+            {"name": "canary", "string_match": {"exact": "1"}},
+            {"name": "debug", "present_match": true},
+            {"name": "v", "string_match": {"safe_regex": {"regex": "^[0-9]+$"}}},
+            {"name": "w", "present_match": true}]}))]
+    #[case::without_headers(json!({"withoutHeaders": {"x-a": {"exact": "v"}, "x-b": {}}}),
+        json!({"prefix": "/", "case_sensitive": true, "headers": [
+            {"name": "x-a", "string_match": {"exact": "v"}, "invert_match": true, "treat_missing_header_as_empty": true},
+            {"name": "x-b", "present_match": true, "invert_match": true}]}))]
+    #[case::present_header(json!({"headers": {"x-p": {}, "x-q": {"regex": "*"}}}),
+        json!({"prefix": "/", "case_sensitive": true, "headers": [
+            {"name": "x-p", "present_match": true},
+            {"name": "x-q", "present_match": true}]}))]
+    #[case::sorted_then_pseudo(json!({"headers": {"x-z": {"prefix": "a"}}, "withoutHeaders": {"x-m": {}},
+                                      "authority": {"exact": "h"}, "method": {"regex": "GET|HEAD"}}),
+        json!({"prefix": "/", "case_sensitive": true, "headers": [
+            {"name": "x-m", "present_match": true, "invert_match": true},
+            {"name": "x-z", "string_match": {"prefix": "a"}},
+            {"name": ":method", "string_match": {"safe_regex": {"regex": "GET|HEAD"}}},
+            {"name": ":authority", "string_match": {"exact": "h"}}]}))]
+    #[case::ignore_uri_case(json!({"uri": {"prefix": "/API"}, "ignoreUriCase": true}),
+        json!({"prefix": "/API", "case_sensitive": false}))]
+    #[case::exact_uri(json!({"uri": {"exact": "/version"}}),
+        json!({"path": "/version", "case_sensitive": true}))]
+    fn matches_render_as_istiod_renders_them(#[case] m: Value, #[case] want: Value) {
+        let route = one_route(json!({"match": [m]}));
+        assert_eq!(route["match"], want);
+    }
+
+    #[test]
+    fn a_route_without_matches_matches_every_path() {
+        assert_eq!(one_route(json!({}))["match"], json!({"prefix": "/"}));
+    }
+
+    // istiod's `TranslateFault`: the route's `typed_per_filter_config` of
+    // `envoy.filters.http.fault`; `translatePercentToFractionalPercent` (millionths, truncated)
+    // and, for the deprecated integer `percent`, hundredths; an exponential delay and an HTTP/2
+    // abort are dropped. Proto defaults (numerator 0, HUNDRED) are left out.
+    #[rstest]
+    #[case::abort_http(json!({"abort": {"httpStatus": 503, "percentage": {"value": 100}}}),
+        json!({"abort": {"http_status": 503, "percentage": {"numerator": 1_000_000, "denominator": "MILLION"}}}))]
+    #[case::abort_grpc(json!({"abort": {"grpcStatus": "UNAVAILABLE", "percentage": {"value": 12.5}}}),
+        json!({"abort": {"grpc_status": 14, "percentage": {"numerator": 125_000, "denominator": "MILLION"}}}))]
+    #[case::abort_without_percentage(json!({"abort": {"httpStatus": 418}}),
+        json!({"abort": {"http_status": 418}}))]
+    #[case::delay_fixed(json!({"delay": {"fixedDelay": "5s", "percentage": {"value": 0.1}}}),
+        json!({"delay": {"fixed_delay": "5s", "percentage": {"numerator": 1000, "denominator": "MILLION"}}}))]
+    #[case::delay_deprecated_percent(json!({"delay": {"fixedDelay": "1s", "percent": 30}}),
+        json!({"delay": {"fixed_delay": "1s", "percentage": {"numerator": 30}}}))]
+    #[case::both(json!({"delay": {"fixedDelay": "200ms", "percentage": {"value": 50}}, "abort": {"httpStatus": 500, "percentage": {"value": 1}}}),
+        json!({"delay": {"fixed_delay": "200ms", "percentage": {"numerator": 500_000, "denominator": "MILLION"}},
+               "abort": {"http_status": 500, "percentage": {"numerator": 10_000, "denominator": "MILLION"}}}))]
+    #[case::exponential_delay_dropped(json!({"delay": {"exponentialDelay": "1s", "percentage": {"value": 5}}}), json!({}))]
+    #[case::http2_error_dropped(json!({"abort": {"http2Error": "CANCEL", "percentage": {"value": 5}}}), json!({}))]
+    fn faults_become_the_fault_filters_per_route_config(#[case] fault: Value, #[case] want: Value) {
+        let route = one_route(json!({"fault": fault}));
+        let mut want = want;
+        want["@type"] = json!(FAULT);
+        assert_eq!(
+            route["typed_per_filter_config"],
+            json!({"envoy.filters.http.fault": want})
+        );
+        // Forwarding is unchanged by the fault.
+        assert_eq!(
+            route["route"]["cluster"],
+            "outbound|9898|ga|podinfo.test.svc.cluster.local"
+        );
+    }
+
+    #[test]
+    fn every_listener_has_the_fault_filter_before_the_router() {
+        let r = routing();
+        let b = bootstrap(&r, &r.entry_points(), Path::new("/m"));
+        for l in b["static_resources"]["listeners"].as_array().unwrap() {
+            let filters = &l["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"];
+            let names: Vec<&str> = filters
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f["name"].as_str().unwrap())
+                .collect();
+            assert_eq!(
+                names,
+                ["envoy.filters.http.fault", "envoy.filters.http.router"]
+            );
+            // Empty, as istiod's `xdsfilters.Fault`: it acts only where a route configures it.
+            assert_eq!(filters[0]["typed_config"], json!({"@type": FAULT}));
+        }
+        assert!(
+            one_route(json!({}))
+                .get("typed_per_filter_config")
+                .is_none()
+        );
+    }
+
+    // istiod's `applyHTTPRouteDestination` and `TranslateHeadersOperations`: `rewrite.uri` is a
+    // prefix rewrite, `uriRegexRewrite` a regex rewrite, `rewrite.authority` (else a request
+    // header operation on `:authority`/`host`, `set` before `add`) the host rewrite; internal
+    // headers never reach Envoy's header lists.
+    #[rstest]
+    #[case::prefix(json!({"rewrite": {"uri": "/v2/"}}), json!({"prefix_rewrite": "/v2/"}))]
+    #[case::regex(json!({"rewrite": {"uriRegexRewrite": {"match": "^/a/(.*)", "rewrite": "/b/\\1"}}}),
+        json!({"regex_rewrite": {"pattern": {"regex": "^/a/(.*)"}, "substitution": "/b/\\1"}}))]
+    #[case::authority(json!({"rewrite": {"authority": "backend.internal"}}),
+        json!({"host_rewrite_literal": "backend.internal"}))]
+    #[case::authority_header(json!({"headers": {"request": {"set": {":authority": "set.example"}, "add": {"host": "add.example"}}}}),
+        json!({"host_rewrite_literal": "set.example"}))]
+    #[case::rewrite_wins(json!({"rewrite": {"authority": "rw.example"}, "headers": {"request": {"set": {"host": "hdr.example"}}}}),
+        json!({"host_rewrite_literal": "rw.example"}))]
+    #[case::backoff(json!({"retries": {"attempts": 3, "backoff": "25ms"}}),
+        json!({"retry_policy": {"retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
+                                "num_retries": 3, "retry_back_off": {"base_interval": "25ms"}}}))]
+    fn rewrites_render_on_the_route_action(#[case] extra: Value, #[case] want: Value) {
+        let route = one_route(extra);
+        for (k, v) in want.as_object().unwrap() {
+            assert_eq!(&route["route"][k], v, "{k} in {route}");
+        }
+        assert!(route.get("request_headers_to_add").is_none(), "{route}");
+    }
+
+    #[test]
+    fn a_weighted_destinations_authority_is_its_clusters_host_rewrite() {
+        let routes = routes_of(
+            json!([{"name": "split", "route": [
+                {"destination": {"host": "podinfo", "subset": "ga"}, "weight": 50,
+                 "headers": {"request": {"set": {"host": "ga.example", "x-keep": "1"}, "remove": ["host", "x-drop"]}}},
+                {"destination": {"host": "podinfo", "subset": "canary"}, "weight": 50},
+            ]}]),
+            EntryPoint::Mesh,
+        );
+        let clusters = &routes[0]["route"]["weighted_clusters"]["clusters"];
+        assert_eq!(clusters[0]["host_rewrite_literal"], "ga.example");
+        assert_eq!(
+            clusters[0]["request_headers_to_add"],
+            json!([{"header": {"key": "x-keep", "value": "1"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}])
+        );
+        assert_eq!(clusters[0]["request_headers_to_remove"], json!(["x-drop"]));
+        assert!(clusters[1].get("host_rewrite_literal").is_none());
+    }
+
+    // istiod's `ApplyRedirect` and `ApplyDirectResponse`.
+    #[rstest]
+    #[case::redirect(json!({"redirect": {"uri": "/new", "authority": "other.example", "redirectCode": 302}}),
+        "redirect", json!({"path_redirect": "/new", "host_redirect": "other.example", "response_code": "FOUND"}))]
+    #[case::redirect_prefix_and_port(json!({"redirect": {"prefixRewrite": "/v2", "scheme": "https", "port": 8443}}),
+        "redirect", json!({"prefix_rewrite": "/v2", "scheme_redirect": "https", "port_redirect": 8443}))]
+    #[case::redirect_default_port(json!({"redirect": {"uri": "/x", "port": 80}}),
+        "redirect", json!({"path_redirect": "/x"}))]
+    #[case::redirect_request_port(json!({"redirect": {"uri": "/x", "derivePort": "FROM_REQUEST_PORT"}}),
+        "redirect", json!({"path_redirect": "/x"}))]
+    #[case::direct_string(json!({"directResponse": {"status": 418, "body": {"string": "teapot"}}}),
+        "direct_response", json!({"status": 418, "body": {"inline_string": "teapot"}}))]
+    #[case::direct_bytes(json!({"directResponse": {"status": 200, "body": {"bytes": "aGk="}}}),
+        "direct_response", json!({"status": 200, "body": {"inline_bytes": "aGk="}}))]
+    fn redirects_and_direct_responses_replace_forwarding(
+        #[case] http: Value,
+        #[case] key: &str,
+        #[case] want: Value,
+    ) {
+        let mut http = http;
+        http["name"] = json!("r");
+        let routes = routes_of(json!([http]), EntryPoint::Ingress);
+        assert_eq!(routes[0][key], want);
+        assert!(routes[0].get("route").is_none());
+    }
+
+    // istiod's `TranslateRoute` (port) and `sourceMatchHTTP` (gateways) render a match only
+    // for the proxies it applies to; a named match names the route `<route>.<match>`.
+    #[rstest]
+    #[case::port_of_the_gateway(json!({"port": 80}), &["r"], &[])]
+    #[case::port_of_the_service(json!({"port": 9898}), &[], &["r"])]
+    #[case::the_gateway_only(json!({"gateways": ["podinfo-gateway"]}), &["r"], &[])]
+    #[case::the_gateway_by_namespace(json!({"gateways": ["test/podinfo-gateway"]}), &["r"], &[])]
+    #[case::the_mesh_only(json!({"gateways": ["mesh"]}), &[], &["r"])]
+    #[case::named(json!({"name": "first", "statPrefix": "p"}), &["r.first"], &["r.first"])]
+    fn matches_apply_to_their_own_proxies(
+        #[case] m: Value,
+        #[case] ingress: &[&str],
+        #[case] mesh: &[&str],
+    ) {
+        let http = json!([{"name": "r", "match": [m.clone()],
+                           "route": [{"destination": {"host": "podinfo", "subset": "ga"}}]}]);
+        for (entry, want) in [(EntryPoint::Ingress, ingress), (EntryPoint::Mesh, mesh)] {
+            let routes = routes_of(http.clone(), entry);
+            let names: Vec<&str> = routes.iter().map(|r| r["name"].as_str().unwrap()).collect();
+            assert_eq!(names, want, "{entry:?}");
+            if m.get("statPrefix").is_some() {
+                assert_eq!(routes[0]["stat_prefix"], "p");
+            }
+        }
+    }
+
+    #[test]
+    fn unrendered_fields_are_listed_by_path() {
+        let (_, vs) = with_http(json!([
+            {"name": "a", "match": [{"sourceLabels": {"app": "x"}}, {"gateways": ["mesh"], "sourceLabels": {"app": "y"}},
+                                    {"headers": {"@request.auth.claims.group": {"exact": "beta"}}}],
+             "mirror": {"host": "podinfo", "subset": "canary"}, "mirrorPercentage": {"value": 5},
+             "corsPolicy": {"allowOrigins": [{"exact": "https://a.example"}]},
+             "route": [{"destination": {"host": "podinfo", "subset": "ga"}}]},
+            {"name": "b", "mirrors": [{"destination": {"host": "podinfo", "subset": "canary"}}],
+             "retries": {"attempts": 2, "retryRemoteLocalities": true},
+             "match": [{"sourceNamespace": "other"}],
+             "route": [{"destination": {"host": "podinfo", "subset": "ga"}}]},
+            {"name": "c", "delegate": {"name": "child"}},
+        ]));
+        assert_eq!(
+            unrendered_fields(&vs),
+            [
+                "spec.http[0].mirror",
+                "spec.http[0].mirrorPercentage",
+                "spec.http[0].corsPolicy",
+                "spec.http[0].match[0].sourceLabels",
+                "spec.http[0].match[2].headers.@request.auth.claims.group",
+                "spec.http[1].mirrors",
+                "spec.http[1].retries.retryRemoteLocalities",
+                "spec.http[1].match[0].sourceNamespace",
+                "spec.http[2].delegate",
+            ]
+        );
+        // A delegating route renders nothing rather than a route with no cluster.
+        let (r, _) = with_http(json!([]));
+        let dr = route_discovery_response(&r, &vs, EntryPoint::Ingress, "1").unwrap();
+        let names: Vec<&str> = dr["resources"][0]["virtual_hosts"][0]["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap())
+            .collect();
+        // `a`'s second match is for the mesh only.
+        assert_eq!(names, ["a", "a", "b"]);
+        assert!(unrendered_fields(&routing().virtual_service.value).is_empty());
+    }
 }
