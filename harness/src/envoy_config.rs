@@ -447,7 +447,7 @@ fn forward_action(
     action["timeout"] = json!(
         http.timeout
             .as_ref()
-            .map(|t| t.as_str().to_string())
+            .map(proto_duration)
             .unwrap_or_else(|| "0s".into())
     );
     // Istio's retry policy when the VirtualService sets none: 2 attempts on connection failures.
@@ -456,9 +456,9 @@ fn forward_action(
     let (attempts, per_try, retry_on, backoff) = match &http.retries {
         Some(r) => (
             r.attempts.unwrap_or(2),
-            r.per_try_timeout.as_ref().map(|t| t.as_str().to_string()),
+            r.per_try_timeout.as_ref().map(proto_duration),
             r.retry_on.clone().unwrap_or_else(|| RETRY_ON.into()),
-            r.backoff.as_ref().map(|t| t.as_str().to_string()),
+            r.backoff.as_ref().map(proto_duration),
         ),
         None => (2, None, RETRY_ON.into(), None),
     };
@@ -474,6 +474,28 @@ fn forward_action(
         action["retry_policy"] = policy;
     }
     Ok(action)
+}
+
+/// A duration as proto-JSON writes a `google.protobuf.Duration`: seconds with 0, 3, 6 or 9
+/// fractional digits and an `s` (`"5s"`, `"0.250s"`). The VirtualService carries Go's syntax
+/// (`250ms`), which istiod parses into the proto; Envoy's JSON loader accepts only this one.
+fn proto_duration(d: &istio::Duration) -> String {
+    let Some(nanos) = d.nanos() else {
+        // Validation refuses such text before anything is rendered.
+        return d.as_str().to_string();
+    };
+    let sign = if nanos < 0 { "-" } else { "" };
+    let nanos = nanos.unsigned_abs();
+    let (secs, frac) = (nanos / 1_000_000_000, nanos % 1_000_000_000);
+    if frac == 0 {
+        format!("{sign}{secs}s")
+    } else if frac % 1_000_000 == 0 {
+        format!("{sign}{secs}.{:03}s", frac / 1_000_000)
+    } else if frac % 1_000 == 0 {
+        format!("{sign}{secs}.{:06}s", frac / 1_000)
+    } else {
+        format!("{sign}{secs}.{frac:09}s")
+    }
 }
 
 /// `HTTPRedirect` as istiod's `ApplyRedirect` renders it; `None` for a redirect code Envoy has
@@ -595,7 +617,7 @@ fn fault_config(fault: &istio::HttpFaultInjection) -> Value {
             Some(p) => percent_in_millionths(p),
             None => fractional_percent(delay.percent.unwrap_or(0).max(0) as u32, "HUNDRED"),
         };
-        out["delay"] = json!({"fixed_delay": fixed.as_str(), "percentage": percentage});
+        out["delay"] = json!({"fixed_delay": proto_duration(fixed), "percentage": percentage});
     }
     if let Some(abort) = &fault.abort {
         let error = if let Some(status) = abort.http_status {
@@ -1100,7 +1122,7 @@ mod tests {
     #[case::delay_deprecated_percent(json!({"delay": {"fixedDelay": "1s", "percent": 30}}),
         json!({"delay": {"fixed_delay": "1s", "percentage": {"numerator": 30}}}))]
     #[case::both(json!({"delay": {"fixedDelay": "200ms", "percentage": {"value": 50}}, "abort": {"httpStatus": 500, "percentage": {"value": 1}}}),
-        json!({"delay": {"fixed_delay": "200ms", "percentage": {"numerator": 500_000, "denominator": "MILLION"}},
+        json!({"delay": {"fixed_delay": "0.200s", "percentage": {"numerator": 500_000, "denominator": "MILLION"}},
                "abort": {"http_status": 500, "percentage": {"numerator": 10_000, "denominator": "MILLION"}}}))]
     #[case::exponential_delay_dropped(json!({"delay": {"exponentialDelay": "1s", "percentage": {"value": 5}}}), json!({}))]
     #[case::http2_error_dropped(json!({"abort": {"http2Error": "CANCEL", "percentage": {"value": 5}}}), json!({}))]
@@ -1161,8 +1183,12 @@ mod tests {
         json!({"host_rewrite_literal": "rw.example"}))]
     #[case::backoff(json!({"retries": {"attempts": 3, "backoff": "25ms"}}),
         json!({"retry_policy": {"retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
-                                "num_retries": 3, "retry_back_off": {"base_interval": "25ms"}}}))]
-    fn rewrites_render_on_the_route_action(#[case] extra: Value, #[case] want: Value) {
+                                "num_retries": 3, "retry_back_off": {"base_interval": "0.025s"}}}))]
+    #[case::go_durations(json!({"timeout": "1m30s", "retries": {"attempts": 1, "perTryTimeout": "1.5us"}}),
+        json!({"timeout": "90s", "retry_policy": {"retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
+                                                  "num_retries": 1, "per_try_timeout": "0.000001500s"}}))]
+    #[case::default_timeout(json!({}), json!({"timeout": "0s"}))]
+    fn route_actions_render_as_istiod_renders_them(#[case] extra: Value, #[case] want: Value) {
         let route = one_route(extra);
         for (k, v) in want.as_object().unwrap() {
             assert_eq!(&route["route"][k], v, "{k} in {route}");
