@@ -1,6 +1,7 @@
 //! VirtualService routing beyond uri and header matches, proven through the real Envoy of the
 //! local mesh: fault injection (abort and delay), matches on the method and on query
-//! parameters, Envoy's acceptance of every shape the local mesh renders, and the one line of
+//! parameters, Envoy's acceptance of every shape the local mesh renders (mirrors and redirects
+//! included), and the one line of
 //! the plan that names what it does not render.
 
 use std::path::{Path, PathBuf};
@@ -258,8 +259,7 @@ fn the_plan_names_the_fields_the_local_envoy_does_not_render() {
         - headers:
             x-m: {}
       mirror:
-        host: podinfo.test.svc.cluster.local
-        subset: canary
+        host: podinfo-shadow.test.svc.cluster.local
       corsPolicy:
         allowMethods: [GET]
       route:
@@ -317,6 +317,8 @@ fn envoy_accepts_every_rendered_route_shape() {
       headers: { request: { set: { host: h.example, x-set: "1" }, remove: [x-gone] } }
       retries: { attempts: 3, perTryTimeout: 1s, backoff: 25ms }
       timeout: 5s
+      mirror: { host: podinfo.test.svc.cluster.local, subset: canary }
+      mirrorPercentage: { value: 2.5 }
       fault:
         delay: { fixedDelay: 1s, percentage: { value: 0.5 } }
         abort: { grpcStatus: UNAVAILABLE, percentage: { value: 12.5 } }
@@ -326,6 +328,7 @@ fn envoy_accepts_every_rendered_route_shape() {
       match: [{ uri: { regex: "^/r/.*" } }]
       rewrite: { uriRegexRewrite: { match: "^/r/(.*)", rewrite: "/\\1" } }
       fault: { delay: { fixedDelay: 2s, percent: 10 }, abort: { httpStatus: 503 } }
+      mirrors: [{ destination: { host: podinfo, subset: ga } }]
       route:
 {ga}
     - name: moved
@@ -362,6 +365,19 @@ fn envoy_accepts_every_rendered_route_shape() {
                 "canary-split"
             ]
         );
+        // The shapes under test are really there.
+        let routes = &rc["virtual_hosts"][0]["routes"];
+        for (i, key) in [
+            (0, "/route/request_mirror_policies"),
+            (0, "/typed_per_filter_config/envoy.filters.http.fault/abort"),
+            (0, "/match/query_parameters"),
+            (1, "/route/regex_rewrite"),
+            (1, "/route/request_mirror_policies"),
+            (2, "/redirect/port_redirect"),
+            (3, "/direct_response/body"),
+        ] {
+            assert!(routes[i].pointer(key).is_some(), "{key} in {}", routes[i]);
+        }
         route_configs.push(rc);
     }
     // A bootstrap of the local mesh's listeners, with the rendered routes inline (RDS would

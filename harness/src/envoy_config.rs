@@ -444,6 +444,10 @@ fn forward_action(
             .collect();
         action["weighted_clusters"] = json!({"clusters": weighted});
     }
+    let mirrors = mirror_policies(routing, http);
+    if !mirrors.is_empty() {
+        action["request_mirror_policies"] = json!(mirrors);
+    }
     action["timeout"] = json!(
         http.timeout
             .as_ref()
@@ -474,6 +478,46 @@ fn forward_action(
         action["retry_policy"] = policy;
     }
     Ok(action)
+}
+
+/// The cluster of a mirror's destination, if it is a subset of the split (the only clusters the
+/// local Envoy has).
+fn mirror_cluster(routing: &Routing, dest: &istio::Destination) -> Option<String> {
+    let host = istio::qualify_host(&dest.host, &routing.namespace);
+    let subset = dest.subset.as_deref().unwrap_or_default();
+    (host == routing.host && routing.subsets.iter().any(|s| s.name == subset))
+        .then(|| cluster_name(routing.port, subset, &host))
+}
+
+/// `mirror` and `mirrors` as istiod's `MirrorPercent`, `MirrorPercentByPolicy` and
+/// `TranslateRequestMirrorPolicy` render them: a share in millionths from `mirrorPercentage`
+/// (or a mirror's `percentage`), in hundredths from the deprecated `mirrorPercent`, else all
+/// requests; an explicit 0 mirrors nothing. Mirrors to other hosts are left out (and listed by
+/// [`unrendered_fields`]).
+fn mirror_policies(routing: &Routing, http: &HttpRoute) -> Vec<Value> {
+    let policy = |cluster: String, fraction: Value| json!({"cluster": cluster, "runtime_fraction": {"default_value": fraction}, "trace_sampled": false});
+    let mut out = Vec::new();
+    if let Some(mirror) = &http.mirror {
+        let fraction = match (&http.mirror_percentage, http.deprecated_mirror_percent()) {
+            (Some(p), _) => (p.value() > 0.0).then(|| percent_in_millionths(p)),
+            (None, Some(n)) => (n > 0).then(|| fractional_percent(n, "HUNDRED")),
+            (None, None) => Some(fractional_percent(100, "HUNDRED")),
+        };
+        if let (Some(fraction), Some(cluster)) = (fraction, mirror_cluster(routing, mirror)) {
+            out.push(policy(cluster, fraction));
+        }
+    }
+    for m in http.mirrors() {
+        let fraction = match &m.percentage {
+            Some(p) => (p.value() > 0.0).then(|| percent_in_millionths(p)),
+            None => Some(fractional_percent(100, "HUNDRED")),
+        };
+        if let (Some(fraction), Some(cluster)) = (fraction, mirror_cluster(routing, &m.destination))
+        {
+            out.push(policy(cluster, fraction));
+        }
+    }
+    out
 }
 
 /// A duration as proto-JSON writes a `google.protobuf.Duration`: seconds with 0, 3, 6 or 9
@@ -820,10 +864,10 @@ fn is_jwt_claim_header(name: &str) -> bool {
 }
 
 /// The fields of `vs` that the local Envoy does not render as istiod would, by path
-/// (`spec.http[0].mirror`). The kind mesh applies them as written. Fields that only decide
+/// (`spec.http[0].corsPolicy`). The kind mesh applies them as written. Fields that only decide
 /// where a VirtualService is visible (`exportTo`) or that istiod itself ignores (an exponential
 /// fault delay, an HTTP/2 abort) are not listed.
-pub fn unrendered_fields(vs: &VirtualService) -> Vec<String> {
+pub fn unrendered_fields(routing: &Routing, vs: &VirtualService) -> Vec<String> {
     let mut out = Vec::new();
     if !vs.spec.tls().is_empty() {
         out.push("spec.tls".to_string());
@@ -839,11 +883,18 @@ pub fn unrendered_fields(vs: &VirtualService) -> Vec<String> {
             }
         };
         field("delegate", http.delegate.is_some());
-        field("mirror", http.mirror.is_some());
-        field("mirrors", !http.mirrors().is_empty());
-        field("mirrorPercent", http.mirror_percent.is_some());
-        field("mirror_percent", http.mirror_percent_proto_name.is_some());
-        field("mirrorPercentage", http.mirror_percentage.is_some());
+        field(
+            "mirror",
+            http.mirror
+                .as_ref()
+                .is_some_and(|m| mirror_cluster(routing, m).is_none()),
+        );
+        for (k, m) in http.mirrors().iter().enumerate() {
+            field(
+                &format!("mirrors[{k}]"),
+                mirror_cluster(routing, &m.destination).is_none(),
+            );
+        }
         field("corsPolicy", http.cors_policy.is_some());
         if let Some(r) = &http.retries {
             field(
@@ -1196,6 +1247,26 @@ mod tests {
         assert!(route.get("request_headers_to_add").is_none(), "{route}");
     }
 
+    // istiod's `MirrorPercent`, `MirrorPercentByPolicy` and `TranslateRequestMirrorPolicy`.
+    #[rstest]
+    #[case::all(json!({"mirror": {"host": "podinfo", "subset": "canary"}}),
+        json!([{"cluster": "outbound|9898|canary|podinfo.test.svc.cluster.local",
+                "runtime_fraction": {"default_value": {"numerator": 100}}, "trace_sampled": false}]))]
+    #[case::percentage(json!({"mirror": {"host": "podinfo", "subset": "canary"}, "mirrorPercentage": {"value": 2.5}}),
+        json!([{"cluster": "outbound|9898|canary|podinfo.test.svc.cluster.local",
+                "runtime_fraction": {"default_value": {"numerator": 25_000, "denominator": "MILLION"}}, "trace_sampled": false}]))]
+    #[case::deprecated_percent(json!({"mirror": {"host": "podinfo", "subset": "canary"}, "mirror_percent": 7}),
+        json!([{"cluster": "outbound|9898|canary|podinfo.test.svc.cluster.local",
+                "runtime_fraction": {"default_value": {"numerator": 7}}, "trace_sampled": false}]))]
+    #[case::zero_mirrors_nothing(json!({"mirror": {"host": "podinfo", "subset": "canary"}, "mirrorPercentage": {"value": 0}}), Value::Null)]
+    #[case::mirrors(json!({"mirrors": [{"destination": {"host": "podinfo", "subset": "canary"}, "percentage": {"value": 50}},
+                                       {"destination": {"host": "elsewhere"}}]}),
+        json!([{"cluster": "outbound|9898|canary|podinfo.test.svc.cluster.local",
+                "runtime_fraction": {"default_value": {"numerator": 500_000, "denominator": "MILLION"}}, "trace_sampled": false}]))]
+    fn mirrors_to_a_subset_render_as_mirror_policies(#[case] extra: Value, #[case] want: Value) {
+        assert_eq!(one_route(extra)["route"]["request_mirror_policies"], want);
+    }
+
     #[test]
     fn a_weighted_destinations_authority_is_its_clusters_host_rewrite() {
         let routes = routes_of(
@@ -1270,34 +1341,33 @@ mod tests {
 
     #[test]
     fn unrendered_fields_are_listed_by_path() {
-        let (_, vs) = with_http(json!([
+        let (r, vs) = with_http(json!([
             {"name": "a", "match": [{"sourceLabels": {"app": "x"}}, {"gateways": ["mesh"], "sourceLabels": {"app": "y"}},
                                     {"headers": {"@request.auth.claims.group": {"exact": "beta"}}}],
-             "mirror": {"host": "podinfo", "subset": "canary"}, "mirrorPercentage": {"value": 5},
+             "mirror": {"host": "shadow.other.svc.cluster.local"}, "mirrorPercentage": {"value": 5},
              "corsPolicy": {"allowOrigins": [{"exact": "https://a.example"}]},
              "route": [{"destination": {"host": "podinfo", "subset": "ga"}}]},
-            {"name": "b", "mirrors": [{"destination": {"host": "podinfo", "subset": "canary"}}],
+            {"name": "b", "mirrors": [{"destination": {"host": "podinfo", "subset": "canary"}},
+                                      {"destination": {"host": "podinfo", "subset": "nightly"}}],
              "retries": {"attempts": 2, "retryRemoteLocalities": true},
              "match": [{"sourceNamespace": "other"}],
              "route": [{"destination": {"host": "podinfo", "subset": "ga"}}]},
             {"name": "c", "delegate": {"name": "child"}},
         ]));
         assert_eq!(
-            unrendered_fields(&vs),
+            unrendered_fields(&r, &vs),
             [
                 "spec.http[0].mirror",
-                "spec.http[0].mirrorPercentage",
                 "spec.http[0].corsPolicy",
                 "spec.http[0].match[0].sourceLabels",
                 "spec.http[0].match[2].headers.@request.auth.claims.group",
-                "spec.http[1].mirrors",
+                "spec.http[1].mirrors[1]",
                 "spec.http[1].retries.retryRemoteLocalities",
                 "spec.http[1].match[0].sourceNamespace",
                 "spec.http[2].delegate",
             ]
         );
         // A delegating route renders nothing rather than a route with no cluster.
-        let (r, _) = with_http(json!([]));
         let dr = route_discovery_response(&r, &vs, EntryPoint::Ingress, "1").unwrap();
         let names: Vec<&str> = dr["resources"][0]["virtual_hosts"][0]["routes"]
             .as_array()
@@ -1307,6 +1377,7 @@ mod tests {
             .collect();
         // `a`'s second match is for the mesh only.
         assert_eq!(names, ["a", "a", "b"]);
-        assert!(unrendered_fields(&routing().virtual_service.value).is_empty());
+        let tutorial = routing();
+        assert!(unrendered_fields(&tutorial, &tutorial.virtual_service.value).is_empty());
     }
 }
