@@ -175,7 +175,7 @@ pub fn plan(routing: &Routing, options: &LocalOptions) -> Planned {
     let unrendered = envoy_config::unrendered_fields(routing, &routing.virtual_service.value);
     if !unrendered.is_empty() {
         setup.push(step(Section::Routing, Action::Skip(format!(
-            "rendering {} for the local Envoy: the local Envoy does not render them; the kind mesh applies them as written",
+            "rendering {}: the local Envoy does not render them; the kind mesh applies them as written",
             unrendered.join(", ")
         ))));
     }
