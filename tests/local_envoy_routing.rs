@@ -315,7 +315,7 @@ fn envoy_accepts_every_rendered_route_shape() {
           queryParams: { q: { exact: "1" }, r: {}, s: { regex: "^[a-z]+$" } }
       rewrite: { uri: /v2/, authority: backend.example }
       headers: { request: { set: { host: h.example, x-set: "1" }, remove: [x-gone] } }
-      retries: { attempts: 3, perTryTimeout: 1s, backoff: 25ms }
+      retries: { attempts: 3, perTryTimeout: 1s, backoff: 25ms, retryOn: "gateway-error,503", retryRemoteLocalities: true }
       timeout: 5s
       mirror: { host: podinfo.test.svc.cluster.local, subset: canary }
       mirrorPercentage: { value: 2.5 }
@@ -371,6 +371,9 @@ fn envoy_accepts_every_rendered_route_shape() {
             (0, "/route/request_mirror_policies"),
             (0, "/typed_per_filter_config/envoy.filters.http.fault/abort"),
             (0, "/match/query_parameters"),
+            (0, "/route/retry_policy/retriable_status_codes"),
+            (0, "/route/retry_policy/retry_priority"),
+            (1, "/route/retry_policy/retry_host_predicate"),
             (1, "/route/regex_rewrite"),
             (1, "/route/request_mirror_policies"),
             (2, "/redirect/port_redirect"),

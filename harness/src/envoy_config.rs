@@ -448,36 +448,93 @@ fn forward_action(
     if !mirrors.is_empty() {
         action["request_mirror_policies"] = json!(mirrors);
     }
-    action["timeout"] = json!(
-        http.timeout
-            .as_ref()
-            .map(proto_duration)
-            .unwrap_or_else(|| "0s".into())
-    );
-    // Istio's retry policy when the VirtualService sets none: 2 attempts on connection failures.
-    const RETRY_ON: &str =
-        "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
-    let (attempts, per_try, retry_on, backoff) = match &http.retries {
-        Some(r) => (
-            r.attempts.unwrap_or(2),
-            r.per_try_timeout.as_ref().map(proto_duration),
-            r.retry_on.clone().unwrap_or_else(|| RETRY_ON.into()),
-            r.backoff.as_ref().map(proto_duration),
-        ),
-        None => (2, None, RETRY_ON.into(), None),
-    };
-    if attempts > 0 {
-        let mut policy = json!({"retry_on": retry_on, "num_retries": attempts});
-        if let Some(t) = per_try {
-            policy["per_try_timeout"] = json!(t);
-        }
-        // istiod's retry.ConvertPolicy: `backoff` is the base interval of Envoy's back-off.
-        if let Some(t) = backoff {
-            policy["retry_back_off"] = json!({"base_interval": t});
-        }
+    // istiod's `setTimeout`: no timeout unless the route sets one, and gRPC's own
+    // `grpc-timeout` header bounded by the same.
+    let timeout = http
+        .timeout
+        .as_ref()
+        .map(proto_duration)
+        .unwrap_or_else(|| "0s".into());
+    action["timeout"] = json!(timeout);
+    action["max_grpc_timeout"] = json!(timeout);
+    if let Some(policy) = retry_policy(http.retries.as_ref()) {
         action["retry_policy"] = policy;
     }
     Ok(action)
+}
+
+/// Istio's retry `retryOn` when the VirtualService sets none.
+const RETRY_ON: &str =
+    "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
+
+/// HTTP status codes with a name (Go's `http.StatusText`): the numbers istiod takes out of
+/// `retryOn` as retriable status codes.
+fn is_named_status(code: u32) -> bool {
+    matches!(code, 100..=103 | 200..=208 | 226 | 300..=305 | 307 | 308 | 400..=418 | 421..=426
+        | 428 | 429 | 431 | 451 | 500..=508 | 510 | 511)
+}
+
+/// The retry policy istiod's `retry.ConvertPolicy` renders: with no `retries`, 2 attempts on
+/// connection failures, avoiding the previous host (up to 5 host picks); `attempts` of 0 (or
+/// unset) disables retries; the numbers in `retryOn` become retriable status codes;
+/// `retryIgnorePreviousHosts` keeps or drops the host predicate; `retryRemoteLocalities` adds
+/// the previous-priorities retry priority; `backoff` is the base interval of the back-off.
+fn retry_policy(retries: Option<&istio::HttpRetry>) -> Option<Value> {
+    let previous_hosts = json!([{
+        "name": "envoy.retry_host_predicates.previous_hosts",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"},
+    }]);
+    let mut policy = json!({
+        "retry_on": RETRY_ON,
+        "num_retries": 2,
+        "host_selection_retry_max_attempts": 5,
+        "retry_host_predicate": previous_hosts,
+    });
+    let Some(r) = retries else {
+        return Some(policy);
+    };
+    let attempts = r.attempts.unwrap_or(0);
+    if attempts <= 0 {
+        return None;
+    }
+    policy["num_retries"] = json!(attempts);
+    if let Some(on) = r.retry_on.as_deref().filter(|o| !o.is_empty()) {
+        let mut words = Vec::new();
+        let mut codes = Vec::new();
+        for part in on.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part.parse::<u32>() {
+                Ok(code) if is_named_status(code) => codes.push(code),
+                _ => words.push(part),
+            }
+        }
+        let mut retry_on = words.join(",");
+        if !codes.is_empty() {
+            if !retry_on.contains("retriable-status-codes") {
+                retry_on.push_str(",retriable-status-codes");
+            }
+            policy["retriable_status_codes"] = json!(codes);
+        }
+        policy["retry_on"] = json!(retry_on);
+    }
+    if let Some(t) = &r.per_try_timeout {
+        policy["per_try_timeout"] = json!(proto_duration(t));
+    }
+    if r.retry_ignore_previous_hosts == Some(Some(false)) {
+        policy.as_object_mut()?.remove("retry_host_predicate");
+    }
+    if r.retry_remote_localities == Some(Some(true)) {
+        policy["retry_priority"] = json!({
+            "name": "envoy.retry_priorities.previous_priorities",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
+                "update_frequency": 2,
+            },
+        });
+    }
+    if let Some(t) = &r.backoff {
+        policy["retry_back_off"] = json!({"base_interval": proto_duration(t)});
+    }
+    Some(policy)
 }
 
 /// The cluster of a mirror's destination, if it is a subset of the split (the only clusters the
@@ -896,16 +953,6 @@ pub fn unrendered_fields(routing: &Routing, vs: &VirtualService) -> Vec<String> 
             );
         }
         field("corsPolicy", http.cors_policy.is_some());
-        if let Some(r) = &http.retries {
-            field(
-                "retries.retryRemoteLocalities",
-                r.retry_remote_localities.is_some(),
-            );
-            field(
-                "retries.retryIgnorePreviousHosts",
-                r.retry_ignore_previous_hosts.is_some(),
-            );
-        }
         for (j, m) in http.matches().iter().enumerate() {
             let at = format!("{at}.match[{j}]");
             if m.gateways().is_empty() {
@@ -1232,19 +1279,61 @@ mod tests {
         json!({"host_rewrite_literal": "set.example"}))]
     #[case::rewrite_wins(json!({"rewrite": {"authority": "rw.example"}, "headers": {"request": {"set": {"host": "hdr.example"}}}}),
         json!({"host_rewrite_literal": "rw.example"}))]
-    #[case::backoff(json!({"retries": {"attempts": 3, "backoff": "25ms"}}),
-        json!({"retry_policy": {"retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
-                                "num_retries": 3, "retry_back_off": {"base_interval": "0.025s"}}}))]
-    #[case::go_durations(json!({"timeout": "1m30s", "retries": {"attempts": 1, "perTryTimeout": "1.5us"}}),
-        json!({"timeout": "90s", "retry_policy": {"retry_on": "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes",
-                                                  "num_retries": 1, "per_try_timeout": "0.000001500s"}}))]
-    #[case::default_timeout(json!({}), json!({"timeout": "0s"}))]
+    #[case::go_durations(json!({"timeout": "1m30s"}), json!({"timeout": "90s", "max_grpc_timeout": "90s"}))]
+    #[case::default_timeout(json!({}), json!({"timeout": "0s", "max_grpc_timeout": "0s"}))]
     fn route_actions_render_as_istiod_renders_them(#[case] extra: Value, #[case] want: Value) {
         let route = one_route(extra);
         for (k, v) in want.as_object().unwrap() {
             assert_eq!(&route["route"][k], v, "{k} in {route}");
         }
         assert!(route.get("request_headers_to_add").is_none(), "{route}");
+    }
+
+    // istiod's `retry.ConvertPolicy` (pilot/pkg/networking/core/route/retry/retry.go), from its
+    // default policy (`newRetryPolicy`); `parseRetryOn` takes named HTTP status codes out.
+    #[rstest]
+    #[case::none(Value::Null, json!({"retry_on": RETRY_ON, "num_retries": 2}), true)]
+    #[case::attempts_unset_disables(json!({"perTryTimeout": "1s"}), Value::Null, false)]
+    #[case::zero_disables(json!({"attempts": 0}), Value::Null, false)]
+    #[case::codes(json!({"attempts": 3, "retryOn": "gateway-error, 503,429,999"}),
+        json!({"retry_on": "gateway-error,999,retriable-status-codes", "num_retries": 3,
+               "retriable_status_codes": [503, 429]}), true)]
+    #[case::codes_already_named(json!({"attempts": 1, "retryOn": "retriable-status-codes,503"}),
+        json!({"retry_on": "retriable-status-codes", "num_retries": 1, "retriable_status_codes": [503]}), true)]
+    #[case::durations(json!({"attempts": 1, "perTryTimeout": "1.5us", "backoff": "25ms"}),
+        json!({"retry_on": RETRY_ON, "num_retries": 1, "per_try_timeout": "0.000001500s",
+               "retry_back_off": {"base_interval": "0.025s"}}), true)]
+    #[case::keep_previous_hosts(json!({"attempts": 2, "retryIgnorePreviousHosts": false}),
+        json!({"retry_on": RETRY_ON, "num_retries": 2}), false)]
+    #[case::remote_localities(json!({"attempts": 2, "retryRemoteLocalities": true, "retryIgnorePreviousHosts": true}),
+        json!({"retry_on": RETRY_ON, "num_retries": 2, "retry_priority": {
+            "name": "envoy.retry_priorities.previous_priorities",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
+                             "update_frequency": 2}}}), true)]
+    fn retries_render_as_istiod_renders_them(
+        #[case] retries: Value,
+        #[case] want: Value,
+        #[case] other_hosts: bool,
+    ) {
+        let extra = if retries.is_null() {
+            json!({})
+        } else {
+            json!({"retries": retries})
+        };
+        let policy = one_route(extra)["route"]["retry_policy"].clone();
+        if want.is_null() {
+            assert!(policy.is_null(), "{policy}");
+            return;
+        }
+        let mut want = want;
+        want["host_selection_retry_max_attempts"] = json!(5);
+        if other_hosts {
+            want["retry_host_predicate"] = json!([{
+                "name": "envoy.retry_host_predicates.previous_hosts",
+                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"},
+            }]);
+        }
+        assert_eq!(policy, want);
     }
 
     // istiod's `MirrorPercent`, `MirrorPercentByPolicy` and `TranslateRequestMirrorPolicy`.
@@ -1362,7 +1451,6 @@ mod tests {
                 "spec.http[0].match[0].sourceLabels",
                 "spec.http[0].match[2].headers.@request.auth.claims.group",
                 "spec.http[1].mirrors[1]",
-                "spec.http[1].retries.retryRemoteLocalities",
                 "spec.http[1].match[0].sourceNamespace",
                 "spec.http[2].delegate",
             ]
