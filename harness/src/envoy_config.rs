@@ -4,7 +4,10 @@
 //! configuration per entry point (`http.<gateway port>` for the ingress gateway, `<port>` for
 //! the sidecar), delivered by file-based RDS so that weights change without a restart. Like
 //! istiod, a route with several destinations becomes `weighted_clusters` without the weight-0
-//! ones, and a route with one destination becomes a plain `cluster`.
+//! ones, and a route with one destination becomes a plain `cluster`. Matches, header
+//! operations, rewrites, redirects, direct responses, timeouts, retries, faults and mirrors are
+//! rendered as istiod's `pilot/pkg/networking/core/route` renders them; [`unrendered_fields`]
+//! names what is left out.
 
 use std::net::SocketAddr;
 use std::path::Path;
