@@ -181,6 +181,13 @@ pub fn plan(routing: &Routing, options: &LocalOptions) -> Planned {
             version: 1,
         },
     ));
+    let unrendered = envoy_config::unrendered_fields(routing, &routing.virtual_service.value);
+    if !unrendered.is_empty() {
+        setup.push(step(Section::Routing, Action::Skip(format!(
+            "rendering {}: the local Envoy does not render them; the kind mesh applies them as written",
+            unrendered.join(", ")
+        ))));
+    }
     for entry in &entries {
         setup.push(step(
             Section::EntryPoints,
