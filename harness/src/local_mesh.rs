@@ -633,7 +633,7 @@ fn write_atomically(work_dir: &Path, dest: &Path, value: &serde_json::Value) -> 
 }
 
 /// Listener name → bound address, from the admin's `/listeners?format=json`.
-fn listener_addresses(json: &serde_json::Value) -> BTreeMap<EntryPoint, SocketAddr> {
+pub fn listener_addresses(json: &serde_json::Value) -> BTreeMap<EntryPoint, SocketAddr> {
     let mut out = BTreeMap::new();
     for l in json["listener_statuses"].as_array().into_iter().flatten() {
         let entry = match l["name"].as_str() {
