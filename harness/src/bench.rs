@@ -284,7 +284,8 @@ pub fn verdict_rows(plans: &TestPlans, names: &[String], reports: &[Report]) -> 
     rows
 }
 
-fn row(
+/// A row from its sums: `measured_sum` is the judged requests of `verdicts` verdicts.
+pub fn row(
     stage: String,
     tests: usize,
     plan_expected: f64,
@@ -630,7 +631,7 @@ pub fn parse_load_output(text: &str) -> Option<(u64, u64, Option<f64>)> {
         } else if let Some(rest) = t.strip_prefix("Requests/sec:") {
             rate = rest.trim().parse::<f64>().ok();
         } else if let Some(rest) = t.strip_prefix("Total:") {
-            total = parse_seconds(rest.trim().split_whitespace().next().unwrap_or(""));
+            total = parse_seconds(rest.split_whitespace().next().unwrap_or(""));
         } else if t.starts_with('[') && t.ends_with("responses") && w.len() >= 3 {
             let code: u16 = w[0].trim_matches(['[', ']']).parse().unwrap_or(0);
             let count: u64 = w[1].parse().unwrap_or(0);
@@ -700,6 +701,15 @@ pub fn oha_args(url: &str, host: &str, concurrency: usize, duration: Duration) -
     ]
 }
 
+/// `program` on `PATH`, if it is there.
+pub fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(program))
+            .find(|p| crate::tools::executable(p))
+    })
+}
+
 /// Runs `command` to its end, reading its peak RSS (VmHWM) from `/proc` while it runs.
 /// Returns the exit code, the wall time and the last VmHWM read, in KiB.
 pub fn run_measured(mut command: Command) -> anyhow::Result<(Option<i32>, f64, Option<u64>)> {
@@ -728,131 +738,4 @@ pub fn vm_hwm_kib(status: &str) -> Option<u64> {
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn bench() -> Bench {
-        Bench {
-            date: "2026-12-02".into(),
-            machine: Machine {
-                cores: 2,
-                cpu: "test cpu".into(),
-                profile: "debug".into(),
-                debug_assertions: true,
-                load_1m: Some(1.5),
-            },
-            concurrency: 8,
-            duration_s: 5.0,
-            through_mesh: vec![
-                Rate::measured(HARNESS, "ingress", 12_500, 0, 5.0),
-                Rate::measured("wrk", "ingress", 10_000, 3, 4.0),
-                Rate::skipped("oha", "ingress", "not on PATH"),
-            ],
-            harness_vs_wrk: None,
-            backends: vec![Rate::measured("wrk", "backend `ga`", 30_000, 0, 5.0)],
-            tutorial: Tutorial::from_runs(
-                [(7.0, 40_000), (9.0, 50_000), (8.0, 45_000)]
-                    .into_iter()
-                    .map(|(wall_s, kib)| TutorialRun {
-                        wall_s,
-                        exit_code: Some(0),
-                        peak_rss_kib: Some(kib),
-                        report_dir: "x".into(),
-                        session_s: Some(wall_s - 1.0),
-                    })
-                    .collect(),
-            ),
-            verdicts: vec![row(
-                "canary warm-up".into(),
-                2,
-                705.0,
-                2274.0,
-                1410.0 * 3.0,
-                6,
-            )],
-            notes: vec!["oha is not on PATH".into()],
-        }
-        .finish()
-    }
-
-    #[test]
-    fn ratios_and_medians_come_from_the_same_numbers() {
-        let b = bench();
-        let json: serde_json::Value = serde_json::to_value(&b).unwrap();
-        let h = json["through_mesh"][0]["per_s"].as_f64().unwrap();
-        let w = json["through_mesh"][1]["per_s"].as_f64().unwrap();
-        assert_eq!(h, 2500.0);
-        assert_eq!(w, 2500.0);
-        assert_eq!(json["harness_vs_wrk"].as_f64().unwrap(), h / w);
-        let v = &json["verdicts"][0];
-        assert_eq!(
-            v["plan_ratio"].as_f64().unwrap(),
-            v["plan_expected"].as_f64().unwrap() / v["fixed"].as_f64().unwrap()
-        );
-        assert_eq!(v["measured"].as_f64().unwrap(), 705.0);
-        assert_eq!(
-            v["measured_ratio"].as_f64().unwrap(),
-            v["measured"].as_f64().unwrap() / v["fixed"].as_f64().unwrap()
-        );
-        assert_eq!(json["tutorial"]["median_wall_s"].as_f64(), Some(8.0));
-        assert_eq!(
-            json["tutorial"]["median_peak_rss_kib"].as_u64(),
-            Some(45_000)
-        );
-        // The table shows exactly those numbers.
-        let md = b.markdown();
-        assert!(
-            md.contains(
-                "| harness prober through Envoy (ingress), c = 8 | 2500 req/s (12500 requests) |"
-            ),
-            "{md}"
-        );
-        assert!(
-            md.contains(
-                "| wrk through Envoy (ingress), c = 8 | 2500 req/s (10000 requests, 3 errors) |"
-            ),
-            "{md}"
-        );
-        assert!(
-            md.contains(&format!(
-                "| harness / wrk, same mesh and concurrency | {} |",
-                fmt_ratio(h / w)
-            )),
-            "{md}"
-        );
-        assert!(
-            md.contains("| oha through Envoy (ingress), c = 8 | skipped: not on PATH |"),
-            "{md}"
-        );
-        assert!(
-            md.contains("| tutorial wall (process), median of 3 | 8.00 s |"),
-            "{md}"
-        );
-        assert!(
-            md.contains(&format!("705 / 2274 = {}", fmt_ratio(705.0 / 2274.0))),
-            "{md}"
-        );
-        assert!(
-            md.contains("measured mean (6 verdicts) / fixed | 705 / 2274"),
-            "{md}"
-        );
-        assert!(md.contains("43.9 / 48.8 MiB"), "{md}");
-        // And the JSON reads back as it was written.
-        let back: Bench = serde_json::from_value(json).unwrap();
-        assert_eq!(back, b);
-    }
-
-    #[test]
-    fn reads_wrk_and_oha_output() {
-        let wrk = "Running 5s test @ http://127.0.0.1:1/\n  2 threads and 8 connections\n  12345 requests in 5.01s, 2.1MB read\n  Socket errors: connect 0, read 2, write 0, timeout 1\n  Non-2xx or 3xx responses: 4\nRequests/sec:   2464.07\n";
-        assert_eq!(parse_load_output(wrk), Some((12345, 7, Some(5.01))));
-        let oha = "Summary:\n  Success rate:\t100.00%\n  Total:\t5.0012 secs\n  Requests/sec:\t2000.0000\n\nStatus code distribution:\n  [200] 9990 responses\n  [503] 10 responses\n";
-        assert_eq!(parse_load_output(oha), Some((10_000, 10, Some(5.0012))));
-        assert_eq!(parse_load_output("nothing"), None);
-        assert_eq!(median(&[3.0, 1.0, 2.0, 10.0]), Some(2.5));
-        assert_eq!(vm_hwm_kib("Name:\tx\nVmHWM:\t   51200 kB\n"), Some(51200));
-    }
 }

@@ -64,7 +64,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     let prepared = e2e::prepare(&walk, walk.report_dir.as_deref())?;
     let mut notes = Vec::new();
     let wrk = find_wrk(!args.no_install, &mut notes);
-    let oha = which("oha");
+    let oha = bench::which("oha");
     if oha.is_none() {
         notes.push("oha is not on PATH: its rate is skipped (`cargo install oha` adds it)".into());
     }
@@ -274,7 +274,7 @@ fn read_report(dir: &Path) -> Option<Report> {
 
 /// wrk from PATH; when missing, installed with apt-get if allowed and running as root.
 fn find_wrk(install: bool, notes: &mut Vec<String>) -> Option<PathBuf> {
-    if let Some(p) = which("wrk") {
+    if let Some(p) = bench::which("wrk") {
         return Some(p);
     }
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -293,7 +293,7 @@ fn find_wrk(install: bool, notes: &mut Vec<String>) -> Option<PathBuf> {
             let _ = apt(&["update", "-qq"]);
             apt(&["install", "-y", "-qq", "wrk"]);
         }
-        if let Some(p) = which("wrk") {
+        if let Some(p) = bench::which("wrk") {
             return Some(p);
         }
     }
@@ -302,12 +302,4 @@ fn find_wrk(install: bool, notes: &mut Vec<String>) -> Option<PathBuf> {
         if install && root { " (apt-get failed)" } else { "" }
     ));
     None
-}
-
-fn which(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(program))
-            .find(|p| harness::tools::executable(p))
-    })
 }
