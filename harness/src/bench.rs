@@ -338,7 +338,7 @@ impl Bench {
     pub fn markdown(&self) -> String {
         let c = self.concurrency;
         let mut out = format!(
-            "Bench of {} on {} cores ({}{}), `{}` profile{}; concurrency {c}, {} s per rate.\n\n",
+            "Bench of {} on {} cores ({}{}), binary from `target/{}/`{}; concurrency {c}, {} s per rate.\n\n",
             self.date,
             self.machine.cores,
             self.machine.cpu,
