@@ -5,6 +5,7 @@
 //! do no I/O; the meshes sit behind [`mesh::Mesh`], and a [`session::Session`] runs one of them
 //! from its planned set-up to its teardown.
 pub mod backend;
+pub mod bench;
 pub mod ca;
 pub mod cluster;
 pub mod config_dump;

@@ -702,7 +702,7 @@ fn host_address(host: &serde_json::Value) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, port))
 }
 
-fn listener_addresses(json: &serde_json::Value) -> BTreeMap<EntryPoint, SocketAddr> {
+pub fn listener_addresses(json: &serde_json::Value) -> BTreeMap<EntryPoint, SocketAddr> {
     let mut out = BTreeMap::new();
     for l in json["listener_statuses"].as_array().into_iter().flatten() {
         let entry = match l["name"].as_str() {

@@ -2,6 +2,7 @@
 //! exit codes; the runs themselves (plans, sessions, meshes) live in the `harness` crate.
 
 pub mod backend;
+pub mod bench;
 pub mod demo;
 pub mod e2e;
 pub mod flags;
@@ -37,6 +38,9 @@ pub enum Command {
     Demo(demo::Args),
     /// Run the project's tests, installing what they need first.
     Test(test::Args),
+    /// Measure the harness against wrk and oha through the local mesh, the backends alone,
+    /// and the tutorial's wall time, requests per verdict and peak RSS.
+    Bench(bench::Args),
     /// Fill the tool cache (Envoy) and print where the tools are.
     Tools {
         /// An Envoy binary to use instead of the cached one.
@@ -54,6 +58,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::E2e(args) => e2e::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Test(args) => test::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Tools { envoy } => e2e::tools(envoy),
         Command::Backend(args) => backend::run(args),
     };
