@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedSender;
@@ -97,6 +98,8 @@ pub fn failed_status(status: u16) -> Option<String> {
 }
 
 /// Requests over HTTP to an address, with the Host header a client of the entry point sends.
+/// Clones share the connection pool.
+#[derive(Clone)]
 pub struct HttpTarget {
     client: reqwest::Client,
     base: String,
@@ -118,22 +121,47 @@ impl HttpTarget {
         })
     }
 
-    /// One request of the probe's class, numbered `seq`.
-    pub async fn one(&self, probe: &Probe, seq: u64, started: Instant) -> Sample {
-        let class = &probe.class;
-        let t0 = Instant::now();
+    /// The request of a class: method, URL and headers, built once for all its requests.
+    fn prepare(&self, class: &TrafficClass) -> Result<Prepared, String> {
+        use reqwest::header::{COOKIE, HOST, HeaderName, HeaderValue};
         let method =
             reqwest::Method::from_bytes(class.method.as_bytes()).unwrap_or(reqwest::Method::GET);
-        let mut request = self
-            .client
-            .request(method, format!("{}{}", self.base, class.path))
-            .header(reqwest::header::HOST, &self.authority);
+        let url = reqwest::Url::parse(&format!("{}{}", self.base, class.path))
+            .map_err(|e| format!("the URL {}{}: {e}", self.base, class.path))?;
+        let value =
+            |v: &str| HeaderValue::from_str(v).map_err(|e| format!("header value {v:?}: {e}"));
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(HOST, value(&self.authority)?);
         for (k, v) in &class.headers {
-            request = request.header(k, v);
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|e| format!("header name {k:?}: {e}"))?;
+            headers.append(name, value(v)?);
         }
         if let Some(cookie) = class.cookie_header() {
-            request = request.header(reqwest::header::COOKIE, cookie);
+            headers.insert(COOKIE, value(&cookie)?);
         }
+        Ok(Prepared {
+            method,
+            url,
+            headers,
+        })
+    }
+
+    /// One request of the probe's class, numbered `seq`.
+    pub async fn one(&self, probe: &Probe, seq: u64, started: Instant) -> Sample {
+        let prepared = self.prepare(&probe.class);
+        self.send(&prepared, probe, seq, started).await
+    }
+
+    /// One request as `prepared` (or the reason it could not be), numbered `seq`.
+    async fn send(
+        &self,
+        prepared: &Result<Prepared, String>,
+        probe: &Probe,
+        seq: u64,
+        started: Instant,
+    ) -> Sample {
+        let t0 = Instant::now();
         let mut sample = Sample {
             seq,
             at_ms: 0.0,
@@ -144,6 +172,18 @@ impl HttpTarget {
             reported: None,
             error: None,
         };
+        let prepared = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                sample.error = Some(format!("cannot send the request: {e}"));
+                sample.at_ms = started.elapsed().as_secs_f64() * 1e3;
+                return sample;
+            }
+        };
+        let request = self
+            .client
+            .request(prepared.method.clone(), prepared.url.clone())
+            .headers(prepared.headers.clone());
         match request.send().await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
@@ -179,6 +219,13 @@ impl HttpTarget {
     }
 }
 
+/// A class's request, ready to send again and again.
+struct Prepared {
+    method: reqwest::Method,
+    url: reqwest::Url,
+    headers: reqwest::header::HeaderMap,
+}
+
 fn transport_error(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         "timeout".into()
@@ -204,24 +251,39 @@ impl Target for HttpTarget {
         let started = Instant::now();
         // A worker takes the next number when it sends: numbers follow send order, and which
         // requests a verdict judges is fixed before their answers are known.
-        let next = AtomicU64::new(0);
-        let worker = || async {
-            loop {
-                if stop.is_cancelled() {
-                    break;
+        let next = Arc::new(AtomicU64::new(0));
+        let prepared = Arc::new(self.prepare(&probe.class));
+        // Each worker is its own task, so the workers spread over the runtime's threads; the
+        // set aborts them all if this future is dropped.
+        let mut workers = tokio::task::JoinSet::new();
+        for _ in 0..probe.concurrency.max(1) {
+            let (target, probe, stop, sink, next, prepared) = (
+                self.clone(),
+                probe.clone(),
+                stop.clone(),
+                sink.clone(),
+                next.clone(),
+                prepared.clone(),
+            );
+            workers.spawn(async move {
+                loop {
+                    if stop.is_cancelled() {
+                        break;
+                    }
+                    let seq = next.fetch_add(1, Ordering::SeqCst);
+                    if seq >= probe.max_requests {
+                        break;
+                    }
+                    let sample = target.send(&prepared, &probe, seq, started).await;
+                    if sink.send(sample).is_err() {
+                        break;
+                    }
                 }
-                let seq = next.fetch_add(1, Ordering::SeqCst);
-                if seq >= probe.max_requests {
-                    break;
-                }
-                let sample = self.one(probe, seq, started).await;
-                if sink.send(sample).is_err() {
-                    break;
-                }
-            }
-        };
-        let workers: Vec<_> = (0..probe.concurrency.max(1)).map(|_| worker()).collect();
-        futures::future::join_all(workers).await;
+            });
+        }
+        while let Some(done) = workers.join_next().await {
+            done.context("a prober worker failed")?;
+        }
         Ok(())
     }
 }
