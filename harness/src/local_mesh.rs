@@ -20,8 +20,7 @@ use crate::config_dump::{self, ObservedRoute};
 use crate::envoy_config::{self, ROUTE_FILE};
 use crate::invocation::Invocation;
 use crate::istio::VirtualService;
-use crate::mesh::Rollout;
-use crate::mesh::{Mesh, Planned};
+use crate::mesh::{Mesh, Planned, Rollout};
 use crate::prober::{HttpTarget, Target};
 use crate::process::ChildGuard;
 use crate::routing::{EntryPoint, Routing, Staged};
@@ -693,7 +692,6 @@ fn write_atomically(work_dir: &Path, dest: &Path, value: &serde_json::Value) -> 
         .with_context(|| format!("moving {} to {}", tmp.display(), dest.display()))
 }
 
-/// Listener name → bound address, from the admin's `/listeners?format=json`.
 /// The address of one host of Envoy's admin `/clusters?format=json`.
 fn host_address(host: &serde_json::Value) -> Option<SocketAddr> {
     let socket = &host["address"]["socket_address"];
@@ -702,6 +700,7 @@ fn host_address(host: &serde_json::Value) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, port))
 }
 
+/// Listener name → bound address, from the admin's `/listeners?format=json`.
 pub fn listener_addresses(json: &serde_json::Value) -> BTreeMap<EntryPoint, SocketAddr> {
     let mut out = BTreeMap::new();
     for l in json["listener_statuses"].as_array().into_iter().flatten() {

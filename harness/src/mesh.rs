@@ -75,8 +75,7 @@ pub trait Mesh: Send {
 
     /// The steps that roll a subset out to a new build, each bounded by `bound`; the walk
     /// executes them (through [`Mesh::execute`]) before the stage's weights apply.
-    fn rollout_steps(&mut self, rollout: &Rollout, bound: Duration) -> anyhow::Result<Vec<Step>> {
-        let _ = bound;
+    fn rollout_steps(&mut self, rollout: &Rollout, _bound: Duration) -> anyhow::Result<Vec<Step>> {
         anyhow::bail!(
             "the {} mesh cannot roll out new builds (stage image `{}` for `{}`)",
             self.kind(),
