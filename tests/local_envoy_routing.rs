@@ -6,19 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
-use canary_e2e::{read_report, root, scenario_in, xtask};
+use canary_e2e::{e2e_local, read_report, root, scenario_in, xtask};
 use harness::routing::EntryPoint;
 use serde_json::{Value, json};
-
-/// `xtask e2e --mesh local` of a scenario, with its reports in `reports`.
-fn e2e_local(scenario: &Path, reports: &Path) -> assert_cmd::assert::Assert {
-    xtask()
-        .args(["e2e", "--mesh", "local", "--scenario"])
-        .arg(scenario)
-        .arg("--report-dir")
-        .arg(reports)
-        .assert()
-}
 
 /// A destination of the tutorial's service, as a list item under a route's `route:`.
 fn to(subset: &str) -> String {

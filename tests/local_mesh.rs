@@ -4,18 +4,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use canary_e2e::{processes_matching, project_scenario_in, read_report, root, scenario_in, xtask};
+use canary_e2e::{
+    e2e_local, processes_matching, project_scenario_in, read_report, root, scenario_in, xtask,
+};
 use predicates::str::contains;
-
-/// `xtask e2e --mesh local` of a scenario, with its reports in `reports`.
-fn e2e_local(scenario: &Path, reports: &Path) -> assert_cmd::assert::Assert {
-    xtask()
-        .args(["e2e", "--mesh", "local", "--scenario"])
-        .arg(scenario)
-        .arg("--report-dir")
-        .arg(reports)
-        .assert()
-}
 
 #[test]
 fn the_tutorial_passes_on_both_entry_points() {

@@ -2,21 +2,13 @@
 //! trigger and its proof, a new canary build rolled out mid-walk, and the background load that
 //! names every request a transition drops.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use canary_e2e::{processes_matching, project_scenario_in, read_report, root, scenario_in, xtask};
+use canary_e2e::{
+    e2e_local, processes_matching, project_scenario_in, read_report, root, scenario_in, xtask,
+};
 use predicates::str::contains;
 use serde_json::Value;
-
-fn e2e_local(scenario: &Path, reports: &Path) -> assert_cmd::assert::Assert {
-    xtask()
-        .args(["e2e", "--mesh", "local", "--scenario"])
-        .arg(scenario)
-        .arg("--report-dir")
-        .arg(reports)
-        .assert()
-}
 
 fn windows(load: &Value) -> Vec<String> {
     load["load"]["windows"]

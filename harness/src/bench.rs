@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -738,4 +738,36 @@ pub fn vm_hwm_kib(status: &str) -> Option<u64> {
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+}
+
+/// wrk from PATH; when missing, installed with apt-get if allowed and running as root.
+pub fn find_wrk(install: bool, notes: &mut Vec<String>) -> Option<PathBuf> {
+    if let Some(p) = which("wrk") {
+        return Some(p);
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if install && root {
+        println!("bench: wrk is missing; installing Debian's package (apt-get install -y wrk)");
+        let apt = |args: &[&str]| {
+            Command::new("apt-get")
+                .args(args)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !apt(&["install", "-y", "-qq", "wrk"]) {
+            let _ = apt(&["update", "-qq"]);
+            apt(&["install", "-y", "-qq", "wrk"]);
+        }
+        if let Some(p) = which("wrk") {
+            return Some(p);
+        }
+    }
+    notes.push(format!(
+        "wrk is not installed{}: its rates are skipped and the backends are measured with the harness's prober; install it with `apt-get install -y wrk` (as root)",
+        if install && root { " (apt-get failed)" } else { "" }
+    ));
+    None
 }

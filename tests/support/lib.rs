@@ -45,6 +45,16 @@ pub fn xtask() -> assert_cmd::Command {
     cmd
 }
 
+/// `xtask e2e --mesh local` of a scenario, with its reports in `reports`.
+pub fn e2e_local(scenario: &Path, reports: &Path) -> assert_cmd::assert::Assert {
+    xtask()
+        .args(["e2e", "--mesh", "local", "--scenario"])
+        .arg(scenario)
+        .arg("--report-dir")
+        .arg(reports)
+        .assert()
+}
+
 /// Writes a scenario next to a copy of the project's manifests (subfolders included), so tests
 /// can change either.
 pub fn scenario_in(dir: &Path, scenario: &str) -> PathBuf {

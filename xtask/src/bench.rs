@@ -63,7 +63,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     };
     let prepared = e2e::prepare(&walk, walk.report_dir.as_deref())?;
     let mut notes = Vec::new();
-    let wrk = find_wrk(!args.no_install, &mut notes);
+    let wrk = bench::find_wrk(!args.no_install, &mut notes);
     let oha = bench::which("oha");
     if oha.is_none() {
         notes.push("oha is not on PATH: its rate is skipped (`cargo install oha` adds it)".into());
@@ -81,7 +81,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             "bench: tutorial run {i}/{}: {:.2} s, exit {:?}",
             args.runs, run.wall_s, run.exit_code
         );
-        if let Some(report) = read_report(&report_dir) {
+        if let Ok(report) = Report::read(&report_dir.join(harness::report::REPORT_JSON)) {
             reports.push(report);
         }
         runs.push(run);
@@ -265,41 +265,4 @@ fn tutorial_run(args: &Args, report_dir: &Path) -> anyhow::Result<TutorialRun> {
         report_dir: report_dir.to_path_buf(),
         session_s: None,
     })
-}
-
-fn read_report(dir: &Path) -> Option<Report> {
-    let text = std::fs::read_to_string(dir.join(harness::report::REPORT_JSON)).ok()?;
-    serde_json::from_str(&text).ok()
-}
-
-/// wrk from PATH; when missing, installed with apt-get if allowed and running as root.
-fn find_wrk(install: bool, notes: &mut Vec<String>) -> Option<PathBuf> {
-    if let Some(p) = bench::which("wrk") {
-        return Some(p);
-    }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
-    if install && root {
-        println!("bench: wrk is missing; installing Debian's package (apt-get install -y wrk)");
-        let apt = |args: &[&str]| {
-            Command::new("apt-get")
-                .args(args)
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if !apt(&["install", "-y", "-qq", "wrk"]) {
-            let _ = apt(&["update", "-qq"]);
-            apt(&["install", "-y", "-qq", "wrk"]);
-        }
-        if let Some(p) = bench::which("wrk") {
-            return Some(p);
-        }
-    }
-    notes.push(format!(
-        "wrk is not installed{}: its rates are skipped and the backends are measured with the harness's prober; install it with `apt-get install -y wrk` (as root)",
-        if install && root { " (apt-get failed)" } else { "" }
-    ));
-    None
 }
