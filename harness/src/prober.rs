@@ -11,42 +11,19 @@
 //! app reports (if the scenario says where: a header or a JSON pointer) from the answer itself.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
+use http::header::{COOKIE, HOST, HeaderMap, HeaderName, HeaderValue};
+use prober_engine::{Answer, Batch, CONNECTION_ERROR, Reading, VersionAt};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use crate::routing::{STAGE_HEADER, SUBSET_HEADER};
 use crate::scenario::{Identify, TrafficClass};
 
-/// One request and its outcome.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Sample {
-    /// Send order within the batch, from 0: the verdict judges the first requests by it.
-    pub seq: u64,
-    /// When the answer came, in milliseconds since the batch started.
-    pub at_ms: f64,
-    pub latency_ms: f64,
-    pub status: Option<u16>,
-    /// The subset that served it ([`SUBSET_HEADER`]); `None` when no route reached a subset.
-    pub subset: Option<String>,
-    /// The stage stamp of the route configuration that served it ([`STAGE_HEADER`]).
-    pub stamp: Option<String>,
-    /// The version the app itself reported, where the scenario says to look.
-    pub reported: Option<String>,
-    /// Why the request failed (an HTTP error status or a transport error); `None` if it did not.
-    pub error: Option<String>,
-}
-
-impl Sample {
-    pub fn is_ok(&self) -> bool {
-        self.error.is_none()
-    }
-}
+pub use prober_engine::{Sample, failed_status};
 
 /// What to send and how much.
 #[derive(Debug, Clone)]
@@ -81,56 +58,74 @@ pub trait Target: Send + Sync {
 pub fn reported_version(identify: &Identify, header: Option<&str>, body: &[u8]) -> Option<String> {
     match identify {
         Identify::Header(_) => header.map(str::to_string),
-        Identify::Json(pointer) => {
-            let value: serde_json::Value = serde_json::from_slice(body).ok()?;
-            match value.pointer(pointer)? {
-                serde_json::Value::String(s) => Some(s.clone()),
-                serde_json::Value::Null => None,
-                other => Some(other.to_string()),
-            }
-        }
+        Identify::Json(pointer) => prober_engine::string_at(body, pointer),
     }
 }
 
-/// An HTTP status the prober counts as a failed request.
-pub fn failed_status(status: u16) -> Option<String> {
-    (!(200..400).contains(&status)).then(|| format!("HTTP {status}"))
-}
+/// Bound on one request, from the send to the last byte of the answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Requests over HTTP to an address, with the Host header a client of the entry point sends.
-/// Clones share the connection pool.
+/// Requests over HTTP/1.1 to an address, with the Host header a client of the entry point
+/// sends.
+///
+/// In a batch ([`Target::stream`]) each worker has its own keep-alive connection, driven in the
+/// worker's own task ([`prober_engine::Batch`]): a request and its answer never cross tasks,
+/// which keeps the prober close to a C load generator's rate (`cargo xtask bench`). Single
+/// requests ([`HttpTarget::one`], the background load) share a pooled client instead; clones
+/// share that pool.
 #[derive(Clone)]
 pub struct HttpTarget {
-    client: reqwest::Client,
+    pool: reqwest::Client,
     base: String,
+    /// `host:port` of `base`, where the workers connect.
+    address: String,
     authority: String,
+}
+
+/// A class's request, ready to send again and again.
+struct Prepared {
+    /// The whole URL, for the pooled client.
+    url: reqwest::Url,
+    request: prober_engine::Request,
 }
 
 impl HttpTarget {
     /// `base` is like `http://127.0.0.1:10000`; `authority` is the Host header.
     pub fn new(base: &str, authority: &str) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
+        let base = base.trim_end_matches('/').to_string();
+        let address = base
+            .strip_prefix("http://")
+            .filter(|a| !a.is_empty() && !a.contains('/'))
+            .with_context(|| format!("{base}: expected http://host:port"))?
+            .to_string();
+        let pool = reqwest::Client::builder()
             .no_proxy()
-            .timeout(Duration::from_secs(15))
+            .timeout(REQUEST_TIMEOUT)
             .pool_max_idle_per_host(256)
             .build()?;
         Ok(Self {
-            client,
-            base: base.trim_end_matches('/').to_string(),
+            pool,
+            base,
+            address,
             authority: authority.to_string(),
         })
     }
 
-    /// The request of a class: method, URL and headers, built once for all its requests.
+    /// The request of a class: method, path and headers, built once for all its requests.
     fn prepare(&self, class: &TrafficClass) -> Result<Prepared, String> {
-        use reqwest::header::{COOKIE, HOST, HeaderName, HeaderValue};
-        let method =
-            reqwest::Method::from_bytes(class.method.as_bytes()).unwrap_or(reqwest::Method::GET);
+        let method = http::Method::from_bytes(class.method.as_bytes()).unwrap_or(http::Method::GET);
         let url = reqwest::Url::parse(&format!("{}{}", self.base, class.path))
             .map_err(|e| format!("the URL {}{}: {e}", self.base, class.path))?;
+        let path = match url.query() {
+            Some(query) => format!("{}?{query}", url.path()),
+            None => url.path().to_string(),
+        };
+        let path = path
+            .parse::<http::Uri>()
+            .map_err(|e| format!("the path {path}: {e}"))?;
         let value =
             |v: &str| HeaderValue::from_str(v).map_err(|e| format!("header value {v:?}: {e}"));
-        let mut headers = reqwest::header::HeaderMap::new();
+        let mut headers = HeaderMap::new();
         headers.insert(HOST, value(&self.authority)?);
         for (k, v) in &class.headers {
             let name = HeaderName::from_bytes(k.as_bytes())
@@ -141,96 +136,80 @@ impl HttpTarget {
             headers.insert(COOKIE, value(&cookie)?);
         }
         Ok(Prepared {
-            method,
             url,
-            headers,
+            request: prober_engine::Request {
+                method,
+                path,
+                headers,
+            },
         })
     }
 
-    /// One request of the probe's class, numbered `seq`.
+    /// One request of the probe's class, numbered `seq`, through the shared pool.
     pub async fn one(&self, probe: &Probe, seq: u64, started: Instant) -> Sample {
-        let prepared = self.prepare(&probe.class);
-        self.send(&prepared, probe, seq, started).await
-    }
-
-    /// One request as `prepared` (or the reason it could not be), numbered `seq`.
-    async fn send(
-        &self,
-        prepared: &Result<Prepared, String>,
-        probe: &Probe,
-        seq: u64,
-        started: Instant,
-    ) -> Sample {
-        let t0 = Instant::now();
-        let mut sample = Sample {
-            seq,
-            at_ms: 0.0,
-            latency_ms: 0.0,
-            status: None,
-            subset: None,
-            stamp: None,
-            reported: None,
-            error: None,
+        let answer = async {
+            let prepared = self
+                .prepare(&probe.class)
+                .map_err(|e| format!("cannot send the request: {e}"))?;
+            let Prepared { url, request } = prepared;
+            let response = self
+                .pool
+                .request(request.method, url)
+                .headers(request.headers)
+                .send()
+                .await
+                .map_err(|e| reqwest_error(&e))?;
+            let (status, headers) = (response.status(), response.headers().clone());
+            let body = response
+                .bytes()
+                .await
+                .map_err(|e| format!("reading the body: {e}"));
+            Ok(Answer {
+                status,
+                headers,
+                body,
+            })
         };
-        let prepared = match prepared {
-            Ok(p) => p,
-            Err(e) => {
-                sample.error = Some(format!("cannot send the request: {e}"));
-                sample.at_ms = started.elapsed().as_secs_f64() * 1e3;
-                return sample;
-            }
-        };
-        let request = self
-            .client
-            .request(prepared.method.clone(), prepared.url.clone())
-            .headers(prepared.headers.clone());
-        match request.send().await {
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                let header = |name: &str| {
-                    resp.headers()
-                        .get(name)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_string)
-                };
-                sample.status = Some(status);
-                sample.subset = header(SUBSET_HEADER);
-                sample.stamp = header(STAGE_HEADER);
-                let identify_header = match &probe.identify {
-                    Some(Identify::Header(name)) => header(name),
-                    _ => None,
-                };
-                sample.error = failed_status(status);
-                match resp.bytes().await {
-                    Ok(body) => {
-                        sample.reported = probe
-                            .identify
-                            .as_ref()
-                            .and_then(|i| reported_version(i, identify_header.as_deref(), &body));
-                    }
-                    Err(e) => sample.error = Some(format!("reading the body: {e}")),
-                }
-            }
-            Err(e) => sample.error = Some(transport_error(&e)),
+        match reading(probe.identify.as_ref()) {
+            Ok(reading) => Sample::timed(seq, started, &reading, answer).await,
+            Err(e) => Sample {
+                error: Some(format!("cannot send the request: {e}")),
+                ..Sample::sent(seq)
+            },
         }
-        sample.at_ms = started.elapsed().as_secs_f64() * 1e3;
-        sample.latency_ms = t0.elapsed().as_secs_f64() * 1e3;
-        sample
     }
 }
 
-/// A class's request, ready to send again and again.
-struct Prepared {
-    method: reqwest::Method,
-    url: reqwest::Url,
-    headers: reqwest::header::HeaderMap,
+/// Where an answer tells what served it: the harness's headers, and the version where the
+/// scenario says (a header name the scenario checked, so the error is for hand-made probes).
+fn reading(identify: Option<&Identify>) -> Result<Reading, String> {
+    let version = match identify {
+        None => None,
+        Some(Identify::Header(name)) => Some(VersionAt::Header(
+            HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| format!("the version header {name:?}: {e}"))?,
+        )),
+        Some(Identify::Json(pointer)) => Some(VersionAt::Json(pointer.clone())),
+    };
+    Ok(Reading {
+        version,
+        ..reading_without_version()
+    })
 }
 
-fn transport_error(e: &reqwest::Error) -> String {
+fn reading_without_version() -> Reading {
+    Reading {
+        subset: HeaderName::from_static(SUBSET_HEADER),
+        stamp: HeaderName::from_static(STAGE_HEADER),
+        version: None,
+    }
+}
+
+fn reqwest_error(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         "timeout".into()
     } else if e.is_connect() {
-        "connection refused or reset".into()
+        CONNECTION_ERROR.into()
     } else {
         format!("transport: {e}")
     }
@@ -248,42 +227,22 @@ impl Target for HttpTarget {
         stop: &CancellationToken,
         sink: &Sink,
     ) -> anyhow::Result<()> {
-        let started = Instant::now();
-        // A worker takes the next number when it sends: numbers follow send order, and which
-        // requests a verdict judges is fixed before their answers are known.
-        let next = Arc::new(AtomicU64::new(0));
-        let prepared = Arc::new(self.prepare(&probe.class));
-        // Each worker is its own task, so the workers spread over the runtime's threads; the
-        // set aborts them all if this future is dropped.
-        let mut workers = tokio::task::JoinSet::new();
-        for _ in 0..probe.concurrency.max(1) {
-            let (target, probe, stop, sink, next, prepared) = (
-                self.clone(),
-                probe.clone(),
-                stop.clone(),
-                sink.clone(),
-                next.clone(),
-                prepared.clone(),
-            );
-            workers.spawn(async move {
-                loop {
-                    if stop.is_cancelled() {
-                        break;
-                    }
-                    let seq = next.fetch_add(1, Ordering::SeqCst);
-                    if seq >= probe.max_requests {
-                        break;
-                    }
-                    let sample = target.send(&prepared, &probe, seq, started).await;
-                    if sink.send(sample).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        while let Some(done) = workers.join_next().await {
-            done.context("a prober worker failed")?;
-        }
+        let reading = reading(probe.identify.as_ref());
+        // A request that cannot be sent or read still goes through the batch: each of its
+        // requests is then a failed sample that says why.
+        let (request, reading) = match (self.prepare(&probe.class), reading) {
+            (Ok(prepared), Ok(reading)) => (Ok(prepared.request), reading),
+            (Err(e), _) | (_, Err(e)) => (Err(e), reading_without_version()),
+        };
+        let batch = Batch {
+            address: self.address.clone(),
+            request,
+            reading,
+            concurrency: probe.concurrency,
+            max_requests: probe.max_requests,
+            timeout: REQUEST_TIMEOUT,
+        };
+        batch.run(stop, sink).await;
         Ok(())
     }
 }

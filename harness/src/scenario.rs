@@ -781,7 +781,9 @@ fn check(path: &Path, file: ScenarioFile) -> Result<Scenario, InputErrors> {
         Some(IdentifyFile {
             header: Some(h),
             json: None,
-        }) if !h.trim().is_empty() => Some(Identify::Header(h.to_ascii_lowercase())),
+        }) if http::HeaderName::from_bytes(h.as_bytes()).is_ok() => {
+            Some(Identify::Header(h.to_ascii_lowercase()))
+        }
         Some(IdentifyFile {
             header: None,
             json: Some(p),
@@ -789,7 +791,7 @@ fn check(path: &Path, file: ScenarioFile) -> Result<Scenario, InputErrors> {
         Some(_) => {
             err(
                 "identify".into(),
-                "`identify` needs exactly one of `header` (a response header name) and `json` (a JSON pointer such as `/version`)".into(),
+                "`identify` needs exactly one of `header` (a valid response header name) and `json` (a JSON pointer such as `/version`)".into(),
                 "write e.g. `identify: { json: /version }` for podinfo, or leave it out to attribute answers by the harness's header alone".into(),
             );
             None
@@ -1137,6 +1139,11 @@ mod tests {
         "local:\n  backends:\n    blue: {delay_ms: 5}\nstages:\n- name: a\n  weights: {ga: 100}\n",
         "local.backends.blue",
         "not one of"
+    )]
+    #[case::identify_header(
+        "identify: {header: \"x version\"}\nstages:\n- name: a\n  weights: {ga: 100}\n",
+        "identify",
+        "a valid response header name"
     )]
     fn bad_scenarios_name_the_field(
         #[case] tail: &str,
