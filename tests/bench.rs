@@ -64,6 +64,7 @@ fn bench() -> Bench {
             Rate::measured("wrk", "ingress", 10_000, 3, 4.0),
             Rate::skipped("oha", "ingress", "not on PATH"),
         ],
+        harness_vs_wrk_rounds: Vec::new(),
         harness_vs_wrk: None,
         backends: vec![Rate::measured("wrk", "backend `ga`", 30_000, 0, 5.0)],
         tutorial: Tutorial::from_runs(
@@ -156,6 +157,52 @@ fn ratios_and_medians_come_from_the_same_numbers() {
     // And the JSON reads back as it was written.
     let back: Bench = serde_json::from_value(json).unwrap();
     assert_eq!(back, b);
+}
+
+#[test]
+fn the_ratio_to_wrk_is_the_median_of_the_rounds_ratios() {
+    // (harness requests, wrk requests) per round, 5 s each: ratios 0.5, 0.9 and 0.8.
+    let per_round = [(5_000u64, 10_000u64), (9_000, 10_000), (8_000, 10_000)];
+    let mut b = bench();
+    b.through_mesh = per_round
+        .iter()
+        .zip(1..)
+        .flat_map(|(&(h, w), round)| {
+            [
+                Rate::measured(HARNESS, "ingress", h, 0, 5.0).in_round(round),
+                Rate::measured("wrk", "ingress", w, 0, 5.0).in_round(round),
+            ]
+        })
+        .collect();
+    let b = b.finish();
+    let each: Vec<f64> = per_round
+        .iter()
+        .map(|&(h, w)| h as f64 / w as f64)
+        .collect();
+    assert_eq!(b.harness_vs_wrk_rounds, each);
+    let mut sorted = each.clone();
+    sorted.sort_by(f64::total_cmp);
+    assert_eq!(b.harness_vs_wrk, Some(sorted[1]));
+    let md = b.markdown();
+    assert!(
+        md.contains(
+            "| harness / wrk, same mesh and concurrency, median of 3 rounds (min–max) | 0.80 (0.50–0.90) |"
+        ),
+        "{md}"
+    );
+    assert!(
+        md.contains(
+            "| wrk through Envoy (ingress), c = 8, round 3 | 2000 req/s (10000 requests) |"
+        ),
+        "{md}"
+    );
+    // A round without wrk has no ratio, and the others still count.
+    let mut b = b;
+    b.through_mesh
+        .retain(|r| !(r.tool == "wrk" && r.round == 2));
+    let b = b.finish();
+    assert_eq!(b.harness_vs_wrk_rounds, vec![each[0], each[2]]);
+    assert_eq!(b.harness_vs_wrk, Some((each[0] + each[2]) / 2.0));
 }
 
 #[test]

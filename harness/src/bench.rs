@@ -37,10 +37,13 @@ pub struct Bench {
     pub concurrency: usize,
     /// Seconds each rate was measured for.
     pub duration_s: f64,
-    /// Load through Envoy's ingress listener (`GET /` with the Gateway's Host): the harness's
-    /// prober first, then the load generators.
+    /// Load through Envoy's ingress listener (`GET /` with the Gateway's Host), round after
+    /// round: in each, the harness's prober first, then the load generators.
     pub through_mesh: Vec<Rate>,
-    /// The harness's rate over wrk's, when both were measured.
+    /// The harness's rate over wrk's in each round where both were measured.
+    #[serde(default)]
+    pub harness_vs_wrk_rounds: Vec<f64>,
+    /// The median of those.
     pub harness_vs_wrk: Option<f64>,
     /// Each backend alone, straight to its port.
     pub backends: Vec<Rate>,
@@ -112,6 +115,13 @@ pub struct Rate {
     /// `requests / seconds`; `None` when skipped.
     pub per_s: Option<f64>,
     pub skipped: Option<String>,
+    /// Which round of the bench it was measured in, from 1.
+    #[serde(default = "first_round")]
+    pub round: usize,
+}
+
+fn first_round() -> usize {
+    1
 }
 
 impl Rate {
@@ -124,7 +134,13 @@ impl Rate {
             seconds,
             per_s: ratio(requests as f64, seconds),
             skipped: None,
+            round: 1,
         }
+    }
+
+    /// The same rate, as measured in `round`.
+    pub fn in_round(self, round: usize) -> Self {
+        Rate { round, ..self }
     }
 
     pub fn skipped(tool: &str, target: &str, why: impl Into<String>) -> Self {
@@ -136,6 +152,7 @@ impl Rate {
             seconds: 0.0,
             per_s: None,
             skipped: Some(why.into()),
+            round: 1,
         }
     }
 }
@@ -309,17 +326,26 @@ pub fn row(
 impl Bench {
     /// Fills the ratios from the measured numbers.
     pub fn finish(mut self) -> Self {
-        let rate_of = |tool: &str| {
+        let rate_of = |tool: &str, round: usize| {
             self.through_mesh
                 .iter()
-                .find(|r| r.tool == tool)
+                .find(|r| r.tool == tool && r.round == round)
                 .and_then(|r| r.per_s)
         };
-        self.harness_vs_wrk = match (rate_of(HARNESS), rate_of("wrk")) {
-            (Some(h), Some(w)) => ratio(h, w),
-            _ => None,
-        };
+        self.harness_vs_wrk_rounds = self
+            .rounds()
+            .into_iter()
+            .filter_map(|round| ratio(rate_of(HARNESS, round)?, rate_of("wrk", round)?))
+            .collect();
+        self.harness_vs_wrk = median(&self.harness_vs_wrk_rounds);
         self
+    }
+
+    /// The rounds of the rates through the mesh, in order.
+    pub fn rounds(&self) -> Vec<usize> {
+        let rounds: std::collections::BTreeSet<usize> =
+            self.through_mesh.iter().map(|r| r.round).collect();
+        rounds.into_iter().collect()
     }
 
     /// Writes `bench.json` and `bench.md` into `dir`; returns their paths.
@@ -358,17 +384,39 @@ impl Bench {
         let mut line = |what: String, value: String| {
             out.push_str(&format!("| {what} | {value} |\n"));
         };
+        let rounds = self.rounds().len();
         for r in &self.through_mesh {
+            let round = if rounds > 1 {
+                format!(", round {}", r.round)
+            } else {
+                String::new()
+            };
             line(
-                format!("{} through Envoy ({}), c = {c}", r.tool, r.target),
+                format!("{} through Envoy ({}), c = {c}{round}", r.tool, r.target),
                 rate_cell(r),
             );
         }
         if let Some(x) = self.harness_vs_wrk {
-            line(
-                "harness / wrk, same mesh and concurrency".into(),
-                fmt_ratio(x),
-            );
+            let each = &self.harness_vs_wrk_rounds;
+            if each.len() > 1 {
+                let (lo, hi) = each
+                    .iter()
+                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &r| {
+                        (lo.min(r), hi.max(r))
+                    });
+                line(
+                    format!(
+                        "harness / wrk, same mesh and concurrency, median of {} rounds (min–max)",
+                        each.len()
+                    ),
+                    format!("{} ({}–{})", fmt_ratio(x), fmt_ratio(lo), fmt_ratio(hi)),
+                );
+            } else {
+                line(
+                    "harness / wrk, same mesh and concurrency".into(),
+                    fmt_ratio(x),
+                );
+            }
         }
         for r in &self.backends {
             line(

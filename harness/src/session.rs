@@ -21,6 +21,23 @@ use crate::run::{self, Observer, RunOptions};
 use crate::scenario::Scenario;
 use crate::steps::{Step, StepLog};
 
+/// The runtime every command runs its session on (`e2e`, `demo`, `bench`: the bench measures
+/// the prober on the runtime users run).
+///
+/// One worker thread: the prober's workers, the verdicts and the meshes' waits are I/O-bound,
+/// and on two cores, where Envoy and the backends need the other core, a second worker thread
+/// cost more in cross-thread wake-ups than it gave. Measured with `cargo xtask bench`, the two
+/// alternating: the prober at 0.88–0.92 of wrk's rate through the local mesh with one worker
+/// thread against 0.77 with two, and the tutorial's wall time the same (median 0.70 s against
+/// 0.75 s). The runtime is still the multi-threaded kind, so blocking sections
+/// (`block_in_place`) keep working.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+}
+
 /// Bound on collecting diagnostics of a failed run.
 const DIAGNOSTICS_TIMEOUT: Duration = Duration::from_secs(120);
 

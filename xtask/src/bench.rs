@@ -28,7 +28,11 @@ pub struct Args {
     /// Seconds per rate.
     #[arg(long, default_value_t = 5)]
     pub duration: u64,
-    /// One second per rate (with `--runs 1`: a smoke run).
+    /// Rounds through the mesh: in each, the harness's prober then the load generators; the
+    /// ratio to wrk is the median of the rounds'.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// One second per rate and one round (with `--runs 1`: a smoke run).
     #[arg(long)]
     pub quick: bool,
     /// Never install wrk (else it is installed with apt-get when missing and running as root).
@@ -107,6 +111,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         concurrency: args.concurrency,
         duration_s: duration.as_secs_f64(),
         through_mesh,
+        harness_vs_wrk_rounds: Vec::new(),
         harness_vs_wrk: None,
         backends,
         tutorial: Tutorial::from_runs(runs),
@@ -133,10 +138,7 @@ fn measure_mesh(
     wrk: &Option<PathBuf>,
     oha: &Option<PathBuf>,
 ) -> anyhow::Result<(Vec<Rate>, Vec<Rate>)> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = harness::session::runtime()?;
     runtime.block_on(async {
         let planned = e2e::plan(prepared, walk).await?;
         let mut mesh = planned.mesh;
@@ -198,27 +200,31 @@ async fn rates(
         "bench: {} through {url} (Host {host}), c = {c}",
         bench::HARNESS
     );
-    let mut through = vec![bench::prober_rate(target, &probe, duration, label).await?];
     let tool = |name: &str, program: &Option<PathBuf>, args: Vec<String>, label: &str| match program
     {
         Some(p) => {
             println!("bench: {name} {}", args.join(" "));
-            bench::load_tool_rate(name, p, &args, label, duration)
+            Some(bench::load_tool_rate(name, p, &args, label, duration))
         }
-        None => Rate::skipped(name, label, "not installed"),
+        None => None,
     };
-    through.push(tool(
-        "wrk",
-        wrk,
-        bench::wrk_args(&url, &host, c, duration),
-        label,
-    ));
-    through.push(tool(
-        "oha",
-        oha,
-        bench::oha_args(&url, &host, c, duration),
-        label,
-    ));
+    let rounds = if args.quick { 1 } else { args.rounds.max(1) };
+    let mut through = Vec::new();
+    for round in 1..=rounds {
+        println!("bench: round {round} of {rounds}");
+        let harness = bench::prober_rate(target.clone(), &probe, duration, label).await?;
+        through.push(harness.in_round(round));
+        for (name, program, tool_args) in [
+            ("wrk", wrk, bench::wrk_args(&url, &host, c, duration)),
+            ("oha", oha, bench::oha_args(&url, &host, c, duration)),
+        ] {
+            match tool(name, program, tool_args, label) {
+                Some(rate) => through.push(rate.in_round(round)),
+                None if round == 1 => through.push(Rate::skipped(name, label, "not installed")),
+                None => {}
+            }
+        }
+    }
 
     let mut backends = Vec::new();
     for (subset, addr) in &addrs.backends {

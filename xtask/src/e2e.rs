@@ -88,10 +88,7 @@ pub fn drive(
     observer: &dyn Observer,
     dry_run: bool,
 ) -> anyhow::Result<u8> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = harness::session::runtime()?;
     runtime.block_on(async {
         let mut planned = plan(prepared, walk).await?;
         if dry_run {
