@@ -200,14 +200,6 @@ async fn rates(
         "bench: {} through {url} (Host {host}), c = {c}",
         bench::HARNESS
     );
-    let tool = |name: &str, program: &Option<PathBuf>, args: Vec<String>, label: &str| match program
-    {
-        Some(p) => {
-            println!("bench: {name} {}", args.join(" "));
-            Some(bench::load_tool_rate(name, p, &args, label, duration))
-        }
-        None => None,
-    };
     let rounds = if args.quick { 1 } else { args.rounds.max(1) };
     let mut through = Vec::new();
     for round in 1..=rounds {
@@ -218,8 +210,12 @@ async fn rates(
             ("wrk", wrk, bench::wrk_args(&url, &host, c, duration)),
             ("oha", oha, bench::oha_args(&url, &host, c, duration)),
         ] {
-            match tool(name, program, tool_args, label) {
-                Some(rate) => through.push(rate.in_round(round)),
+            match program {
+                Some(p) => {
+                    println!("bench: {name} {}", tool_args.join(" "));
+                    let rate = bench::load_tool_rate(name, p, &tool_args, label, duration);
+                    through.push(rate.in_round(round));
+                }
                 None if round == 1 => through.push(Rate::skipped(name, label, "not installed")),
                 None => {}
             }
