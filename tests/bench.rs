@@ -34,6 +34,16 @@ fn a_quick_bench_writes_consistent_figures() {
 
     assert_eq!(bench.through_mesh[0].tool, HARNESS);
     assert!(bench.through_mesh[0].per_s.is_some(), "{json}");
+    // With wrk installed (`.ci/run` installs it), its rate is measured and read from its
+    // output, and the ratio is the two rates' quotient.
+    if harness::bench::which("wrk").is_some() {
+        let wrk = bench.through_mesh.iter().find(|r| r.tool == "wrk").unwrap();
+        let (h, w) = (bench.through_mesh[0].per_s.unwrap(), wrk.per_s.unwrap());
+        assert!(wrk.requests > 0, "{json}");
+        assert_eq!(bench.harness_vs_wrk, Some(h / w), "{json}");
+    } else {
+        eprintln!("wrk is not installed: its rate is not checked");
+    }
     assert_eq!(bench.backends.len(), 2, "one per subset: {json}");
     assert!(bench.backends.iter().all(|b| b.per_s.is_some()), "{json}");
     assert_eq!(bench.tutorial.runs.len(), 1);
