@@ -368,6 +368,26 @@ mod tests {
         (scenario, routing)
     }
 
+    /// A session of `scenario` on `planned`, with the scenario's own test plans.
+    async fn run_tutorial(
+        scenario: &Scenario,
+        routing: &Routing,
+        options: &RunOptions,
+        observer: &dyn Observer,
+        planned: Planned,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<Finished> {
+        Session {
+            scenario,
+            routing,
+            plans: &crate::run::plan_tests(scenario, routing.entry_points().len()).unwrap(),
+            options,
+            observer,
+        }
+        .run(planned, cancel)
+        .await
+    }
+
     struct Quiet;
     impl Observer for Quiet {}
 
@@ -393,14 +413,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let options = RunOptions::new(dir.path().to_path_buf());
         let planned = crate::fake_mesh::plan(&routing, Duration::ZERO, 7);
-        let finished = Session {
-            scenario: &scenario,
-            routing: &routing,
-            plans: &crate::run::plan_tests(&scenario, routing.entry_points().len()).unwrap(),
-            options: &options,
-            observer: &Quiet,
-        }
-        .run(planned, CancellationToken::new())
+        let finished = run_tutorial(
+            &scenario,
+            &routing,
+            &options,
+            &Quiet,
+            planned,
+            CancellationToken::new(),
+        )
         .await
         .unwrap();
         assert_eq!(
@@ -438,16 +458,9 @@ mod tests {
             cancel: cancel.clone(),
             seen: Default::default(),
         };
-        let finished = Session {
-            scenario: &scenario,
-            routing: &routing,
-            plans: &crate::run::plan_tests(&scenario, routing.entry_points().len()).unwrap(),
-            options: &options,
-            observer: &observer,
-        }
-        .run(planned, cancel)
-        .await
-        .unwrap();
+        let finished = run_tutorial(&scenario, &routing, &options, &observer, planned, cancel)
+            .await
+            .unwrap();
         assert_eq!(finished.outcome, Outcome::Interrupted);
         let report = Report::read(&dir.path().join("report.json")).unwrap();
         assert_eq!(report.aborted.as_deref(), Some(report::INTERRUPTED));
@@ -471,16 +484,9 @@ mod tests {
         let planned = crate::fake_mesh::plan(&routing, Duration::ZERO, 7);
         let cancel = CancellationToken::new();
         cancel.cancel();
-        let finished = Session {
-            scenario: &scenario,
-            routing: &routing,
-            plans: &crate::run::plan_tests(&scenario, routing.entry_points().len()).unwrap(),
-            options: &options,
-            observer: &Quiet,
-        }
-        .run(planned, cancel)
-        .await
-        .unwrap();
+        let finished = run_tutorial(&scenario, &routing, &options, &Quiet, planned, cancel)
+            .await
+            .unwrap();
         assert_eq!(finished.outcome, Outcome::Interrupted);
         assert!(finished.report.stages.is_empty());
         // Nothing ran, so nothing is undone either.
@@ -536,14 +542,14 @@ mod tests {
         let options = RunOptions::new(dir.path().to_path_buf());
         let mut planned = crate::fake_mesh::plan(&routing, Duration::ZERO, 7);
         planned.locks = vec![cluster_lock.clone()];
-        let err = Session {
-            scenario: &scenario,
-            routing: &routing,
-            plans: &crate::run::plan_tests(&scenario, routing.entry_points().len()).unwrap(),
-            options: &options,
-            observer: &Quiet,
-        }
-        .run(planned, CancellationToken::new())
+        let err = run_tutorial(
+            &scenario,
+            &routing,
+            &options,
+            &Quiet,
+            planned,
+            CancellationToken::new(),
+        )
         .await
         .unwrap_err();
         let text = format!("{err:#}");
@@ -633,16 +639,16 @@ mod tests {
             hang: Duration::from_secs(3600),
             executed: std::sync::Arc::clone(&executed),
         });
-        let session = Session {
-            scenario: &scenario,
-            routing: &routing,
-            plans: &crate::run::plan_tests(&scenario, routing.entry_points().len()).unwrap(),
-            options: &options,
-            observer: &Quiet,
-        };
         let finished = tokio::time::timeout(
             Duration::from_secs(120),
-            session.run(planned, CancellationToken::new()),
+            run_tutorial(
+                &scenario,
+                &routing,
+                &options,
+                &Quiet,
+                planned,
+                CancellationToken::new(),
+            ),
         )
         .await
         .expect("the session ends although a teardown step hangs")

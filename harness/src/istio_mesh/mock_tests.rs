@@ -139,6 +139,30 @@ fn test_probe(max: u64, concurrency: usize) -> crate::prober::Probe {
     }
 }
 
+/// An Istio mesh on a cluster the harness did not create (nothing of it is deleted but what the
+/// run created), talking to the mock API through `client`.
+fn mesh_on_a_cluster_of_the_user(
+    name: &'static str,
+    routing: &Routing,
+    client: Client,
+) -> IstioMesh {
+    let mut mesh = IstioMesh::new(
+        name,
+        routing,
+        Access {
+            kubeconfig: PathBuf::from("/nonexistent/kubeconfig"),
+            context: None,
+        },
+        None,
+        Teardown::Existing {
+            keep: false,
+            uninstall: crate::invocation::Invocation::new("istioctl", Vec::new()),
+        },
+    );
+    mesh.client = Some(client);
+    mesh
+}
+
 fn tutorial_routing() -> Routing {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/tutorial.yaml");
     let scenario = Scenario::load(&path).unwrap();
@@ -587,20 +611,7 @@ async fn a_refused_request_is_noted_and_the_rest_is_collected(
 async fn a_rollout_reapplies_the_deployment_with_the_new_build_after_a_dry_run() {
     let routing = tutorial_routing();
     let (client, log) = mock_client(api_server);
-    let mut mesh = IstioMesh::new(
-        "kind",
-        &routing,
-        Access {
-            kubeconfig: PathBuf::from("/nonexistent/kubeconfig"),
-            context: None,
-        },
-        None,
-        Teardown::Existing {
-            keep: false,
-            uninstall: crate::invocation::Invocation::new("istioctl", Vec::new()),
-        },
-    );
-    mesh.client = Some(client);
+    let mut mesh = mesh_on_a_cluster_of_the_user("kind", &routing, client);
     let deployment = json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "podinfo-canary", "namespace": "test"},
@@ -712,20 +723,7 @@ async fn only_objects_the_run_may_take_over_are_applied_with_force(
         "POST" => (201, rec.body.clone()),
         _ => api_server(rec),
     });
-    let mut mesh = IstioMesh::new(
-        "existing",
-        &routing,
-        Access {
-            kubeconfig: PathBuf::from("/nonexistent/kubeconfig"),
-            context: None,
-        },
-        None,
-        Teardown::Existing {
-            keep: false,
-            uninstall: crate::invocation::Invocation::new("istioctl", Vec::new()),
-        },
-    );
-    mesh.client = Some(client);
+    let mut mesh = mesh_on_a_cluster_of_the_user("existing", &routing, client);
     let service = json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "podinfo", "namespace": "test"},
@@ -844,20 +842,7 @@ async fn the_workload_certificate_is_read_from_a_live_ready_pod() {
             not_found()
         }
     });
-    let mut mesh = IstioMesh::new(
-        "existing",
-        &routing,
-        Access {
-            kubeconfig: PathBuf::from("/nonexistent/kubeconfig"),
-            context: None,
-        },
-        None,
-        Teardown::Existing {
-            keep: false,
-            uninstall: crate::invocation::Invocation::new("istioctl", Vec::new()),
-        },
-    );
-    mesh.client = Some(client);
+    let mut mesh = mesh_on_a_cluster_of_the_user("existing", &routing, client);
     let certs = Arc::new(CertsOf {
         chains: vec![
             (
