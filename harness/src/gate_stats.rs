@@ -1645,7 +1645,7 @@ fn smallest_n(pred: impl Fn(u64) -> bool, estimate: f64) -> Option<u64> {
 }
 
 /// "p99", "p50", "p99.9".
-fn quantile_name(q: f64) -> String {
+pub fn quantile_name(q: f64) -> String {
     format!("p{}", trim_zeros(format!("{:.4}", q * 100.0)))
 }
 

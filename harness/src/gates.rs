@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::gate_stats::{self, ErrorCount, GateJudgement};
+use crate::gate_stats::{self, ErrorCount, GateJudgement, quantile_name};
 use crate::input_error::InputError;
 use crate::tally::PerSubset;
 
@@ -171,10 +171,6 @@ impl Gate {
             ),
         }
     }
-}
-
-fn quantile_name(q: f64) -> String {
-    format!("p{}", (q * 100.0 * 1000.0).round() / 1000.0)
 }
 
 /// The verdict of one gate at one stage.
