@@ -186,8 +186,10 @@ fn a_canary_that_slips_through_an_expected_rollback_fails_the_run() {
 #[test]
 fn a_backend_killed_mid_walk_fails_the_run_naming_the_transition() {
     let dir = tempfile::tempdir().unwrap();
-    // Slow answers keep the first stage (all on the GA) going while the test kills the canary;
-    // the second stage sends everything to the dead canary, and gives up after a few hundred.
+    // Slow answers keep the first stage (all on the GA) going; the test kills the canary once
+    // the first stage's result is written, as the second stage (everything to the canary)
+    // starts. That stage gives up within tens of milliseconds, so the load's margin after the
+    // last stage is what surely sends background requests to the dead canary.
     let scenario = [
         "name: killed",
         "manifests: manifests",
@@ -196,6 +198,7 @@ fn a_backend_killed_mid_walk_fails_the_run_naming_the_transition() {
         "canary: canary",
         "identify: { json: /version }",
         "local: { backends: { ga: { delay_ms: 100 } } }",
+        "load: { rate: 10, margin_s: 1 }",
         "stages:",
         "  - { name: on the GA, weights: { ga: 100, canary: 0 } }",
         "  - { name: on the canary, weights: { ga: 0, canary: 100 } }",
@@ -218,7 +221,7 @@ fn a_backend_killed_mid_walk_fails_the_run_naming_the_transition() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // The first stage sends nothing to the canary; kill its backend once the walk is on.
+    // The first stage sends nothing to the canary; kill its backend once that stage is done.
     let results = reports.join("results.jsonl");
     let deadline = Instant::now() + Duration::from_secs(120);
     while std::fs::read_to_string(&results).map_or(true, |t| t.trim().is_empty()) {
