@@ -225,3 +225,24 @@ fn reads_wrk_and_oha_output() {
     assert_eq!(median(&[3.0, 1.0, 2.0, 10.0]), Some(2.5));
     assert_eq!(vm_hwm_kib("Name:\tx\nVmHWM:\t   51200 kB\n"), Some(51200));
 }
+
+#[test]
+fn every_figure_reads_back_from_bench_json_bit_for_bit() {
+    // Rates are quotients of counts by measured durations, so they have all 17 significant
+    // digits; the check above compares the ratio read back with the quotient of the rates read
+    // back, which holds only if parsing the JSON gives back the very same doubles.
+    for i in 0..500u64 {
+        let mut b = bench();
+        let seconds = |k: u64| 5.0 + (i * 7919 + k) as f64 * 1.3e-7;
+        b.through_mesh = vec![
+            Rate::measured(HARNESS, "ingress", 60_000 + i * 37, 0, seconds(1)),
+            Rate::measured("wrk", "ingress", 80_000 + i * 53, 0, seconds(2)),
+        ];
+        let b = b.finish();
+        let text = serde_json::to_string(&b).unwrap();
+        let back: Bench = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, b, "{text}");
+        let (h, w) = (back.through_mesh[0].per_s, back.through_mesh[1].per_s);
+        assert_eq!(back.harness_vs_wrk, Some(h.unwrap() / w.unwrap()), "{text}");
+    }
+}
