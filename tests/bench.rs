@@ -229,8 +229,8 @@ fn reads_wrk_and_oha_output() {
 #[test]
 fn every_figure_reads_back_from_bench_json_bit_for_bit() {
     // Rates are quotients of counts by measured durations, so they have all 17 significant
-    // digits; the check above compares the ratio read back with the quotient of the rates read
-    // back, which holds only if parsing the JSON gives back the very same doubles.
+    // digits; `a_quick_bench_writes_consistent_figures` compares the ratio read back with the
+    // quotient of the rates read back, which holds only if parsing gives the very same doubles.
     for i in 0..500u64 {
         let mut b = bench();
         let seconds = |k: u64| 5.0 + (i * 7919 + k) as f64 * 1.3e-7;
